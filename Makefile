@@ -1,0 +1,32 @@
+# brainalign: the two commands of the README are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test bench dryrun-paper lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	@touch $@
+
+demo: venv
+	@start=$$(date +%s); \
+	$(BIN)/snakemake --cores $(CORES) && \
+	echo "workflow finished in $$(( $$(date +%s) - start )) s" && \
+	echo "tables:  results/tables/vision_all.parquet results/tables/language_all.parquet" && \
+	echo "figures: results/figures/performance/brain_score_vs_benchmark.{png,pdf,csv}"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,9 @@
+import torch
+
+from brainalign.pipeline import extract
+from brainalign.runner import run
+
+s = snakemake  # noqa: F821
+torch.set_num_threads(max(1, s.threads))
+run(s, lambda: extract(s.input.registry, s.wildcards.model, list(s.input.stimuli), s.params.nsd_root,
+                       s.params.device, list(s.output)))

@@ -1,0 +1,309 @@
+"""Layer features of vision (timm) and language (transformers) models.
+
+One forward pass gives every layer: forward hooks on each block of the model's
+main block container (vision) or ``output_hidden_states`` (language). Each
+layer is pooled to one vector per stimulus:
+
+* vision, 4-D block output: mean over the spatial axes, on the model's own
+  layout (NCHW, or NHWC where the timm model says ``output_fmt == 'NHWC'``);
+* vision, 3-D tokens (N, T, C): mean over tokens, CLS included;
+* language: the hidden state of the LAST token, for all ``num_hidden_layers + 1``
+  hidden states (layer 0 = embeddings), left padding.
+
+Features are stored as float16, one HDF5 file per (model, stimulus set).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from brainalign.io import InputError, atomic_path
+from brainalign.models import ModelEntry, weights_path
+
+BLOCK_CONTAINERS = ("blocks", "stages", "features", "layers", "layer", "encoder.layers", "levels")
+PROMPT = "Consider the image described by the following sentences: \n\n'{caption}'"
+PLAIN_TEMPLATE = "<user>: {message}\n<assistant>: "
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("config key 'device': 'cuda' requested but no GPU is visible (use cpu or auto)")
+    return device
+
+
+# ----------------------------------------------------------------------------- vision
+
+
+def build_vision_model(entry: ModelEntry):
+    """A timm model in eval mode with ``entry``'s weights (random init: seeded)."""
+    import timm
+    import torch
+
+    torch.manual_seed(entry.seed)
+    model = timm.create_model(entry.architecture, pretrained=False)
+    path = weights_path(entry)
+    if path is not None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict_ema", state.get("state_dict", state))
+        model.load_state_dict(_match_state_dict(state, model.state_dict(), entry.name))
+    return model.eval()
+
+
+def _match_state_dict(state: dict, target: dict, name: str) -> dict:
+    """Map ``state`` onto ``target``'s keys: by name, or by order when names differ.
+
+    Weights exported from other EfficientNet ports name tensors differently but
+    store them in the same order and shapes as timm; the shapes are checked.
+    """
+    if set(state) == set(target):
+        return state
+    src = [(k, v) for k, v in state.items()]
+    dst = list(target.items())
+    if len(src) != len(dst):
+        raise InputError(f"model {name!r}: weights have {len(src)} tensors, the timm model {len(dst)}")
+    out = {}
+    for (ks, vs), (kd, vd) in zip(src, dst, strict=True):
+        if tuple(vs.shape) != tuple(vd.shape):
+            raise InputError(f"model {name!r}: weight {ks} {tuple(vs.shape)} does not fit {kd} {tuple(vd.shape)}")
+        out[kd] = vs
+    return out
+
+
+def block_container(model):
+    """The model's main sequence of blocks, and its attribute path."""
+    for path in BLOCK_CONTAINERS:
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        children = list(obj.children()) if hasattr(obj, "children") else []
+        if len(children) > 1:
+            return path, children
+    raise InputError(f"{type(model).__name__}: no block container among {BLOCK_CONTAINERS}")
+
+
+def pool_output(out, channels_last: bool):
+    """Pool one block output to (N, C): see module docstring."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.ndim == 4:
+        return out.mean(dim=(1, 2)) if channels_last else out.mean(dim=(2, 3))
+    if out.ndim == 3:
+        return out.mean(dim=1)
+    if out.ndim == 2:
+        return out
+    raise ValueError(f"cannot pool a block output of shape {tuple(out.shape)}")
+
+
+def vision_transform(model):
+    """The model's own timm eval transform."""
+    import timm.data
+
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return timm.data.create_transform(**cfg, is_training=False)
+
+
+def extract_vision(model, images, device: str = "cpu", batch_size: int = 32) -> tuple[list[str], list[np.ndarray]]:
+    """Pooled block outputs for ``images`` (uint8 arrays (H, W, 3) or PIL images).
+
+    Returns ``(layer_names, [array of shape (n_images, C_l) float32])``.
+    fp32 on CPU, fp16 autocast on CUDA.
+    """
+    import torch
+    from PIL import Image
+
+    path, blocks = block_container(model)
+    channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
+    names = [f"{path}.{i}" for i in range(len(blocks))]
+    captured: list = [None] * len(blocks)
+
+    def hook(i):
+        def fn(_module, _inputs, output):
+            captured[i] = pool_output(output, channels_last).float().cpu()
+        return fn
+
+    handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    transform = vision_transform(model)
+    # channels_last: the fast layout for convolutions on CPU and GPU; hooks see the
+    # same logical (N, C, H, W) tensors, so pooling is unaffected.
+    model = model.to(device=device, memory_format=torch.channels_last)
+    chunks: list[list] = [[] for _ in blocks]
+    try:
+        with torch.inference_mode(), torch.autocast("cuda", enabled=device.startswith("cuda")):
+            for start in range(0, len(images), batch_size):
+                batch = [
+                    transform(im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)))
+                    for im in images[start : start + batch_size]
+                ]
+                model(torch.stack(batch).to(device=device, memory_format=torch.channels_last))
+                for i, c in enumerate(captured):
+                    chunks[i].append(c.numpy())
+    finally:
+        for h in handles:
+            h.remove()
+    return names, [np.concatenate(c) for c in chunks]
+
+
+# ----------------------------------------------------------------------------- language
+
+
+def build_language_model(entry: ModelEntry):
+    """``(tokenizer, model)`` from local files only (random init from the config if asked)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = weights_path(entry)
+    if entry.architecture.startswith("package:"):
+        arch = weights_path(ModelEntry(entry.name, entry.modality, entry.source, entry.architecture,
+                                       weights=entry.architecture))
+    else:
+        arch = Path(entry.architecture)
+    source = path if path is not None else arch
+    if not Path(source).exists():
+        raise InputError(
+            f"model {entry.name!r}: no local files at {source} (offline: download the model there first)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    if path is None:
+        torch.manual_seed(entry.seed)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True))
+    else:
+        model = AutoModel.from_pretrained(source, local_files_only=True)
+    return tokenizer, model.eval()
+
+
+def render_prompt(tokenizer, caption: str) -> str:
+    """The SPEC prompt, through the model's chat template (plain template if it has none)."""
+    message = PROMPT.format(caption=caption)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+    return PLAIN_TEMPLATE.format(message=message)
+
+
+def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size: int = 32) -> tuple[list[str], list[np.ndarray]]:
+    """Last-token hidden states of all layers for the rendered prompts of ``captions``.
+
+    Returns ``(layer_names, [array of shape (n_captions, hidden) float32])``.
+    """
+    import torch
+
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = model.to(device)
+    if device.startswith("cuda"):
+        model = model.half()
+    prompts = [render_prompt(tokenizer, c) for c in captions]
+    chunks: list[list] = []
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(
+                prompts[start : start + batch_size], return_tensors="pt", padding=True,
+                truncation=True, max_length=512,
+            ).to(device)
+            out = model(**enc, output_hidden_states=True)
+            states = out.hidden_states
+            if not chunks:
+                chunks = [[] for _ in states]
+            for i, h in enumerate(states):
+                chunks[i].append(h[:, -1, :].float().cpu().numpy())
+    names = ["embeddings"] + [f"layer.{i}" for i in range(1, len(chunks))]
+    return names, [np.concatenate(c) for c in chunks]
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+def write_features(path: Path, model: str, stimulus_ids: np.ndarray, layer_names: list[str],
+                   layers: list[np.ndarray], metadata: dict) -> None:
+    """Store pooled features as float16: ``stimulus_ids``, ``layers/NNN`` (n x d_l)."""
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["model"] = model
+        f.attrs["layer_names"] = json.dumps(layer_names)
+        f.attrs["metadata"] = json.dumps(metadata)
+        f["stimulus_ids"] = np.asarray(stimulus_ids, dtype=np.int64)
+        for i, arr in enumerate(layers):
+            f[f"layers/{i:03d}"] = arr.astype(np.float16)
+
+
+def read_features(path: Path, expected_ids: np.ndarray | None = None) -> tuple[list[str], list[np.ndarray], dict]:
+    """``(layer_names, [float32 (n, d_l)], metadata)``; checks the stimulus ids if given."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ids = f["stimulus_ids"][()]
+        if expected_ids is not None and not np.array_equal(ids, np.asarray(expected_ids)):
+            raise InputError(
+                f"{path}: stimulus ids differ from the subject's ({len(ids)} vs {len(expected_ids)}); "
+                "delete the file so it is extracted again"
+            )
+        names = json.loads(f.attrs["layer_names"])
+        layers = [f[f"layers/{i:03d}"][()].astype(np.float32) for i in range(len(names))]
+        meta = json.loads(f.attrs["metadata"])
+    return names, layers, meta
+
+
+def load_stimulus_images(stimuli_hdf5: Path, stimulus_ids: np.ndarray) -> np.ndarray:
+    """Images of the given 73KIDs (1-based) from NSD's ``imgBrick``, shape (n, H, W, 3) uint8."""
+    import h5py
+
+    ids = np.asarray(stimulus_ids, dtype=np.int64) - 1
+    order = np.argsort(ids)
+    with h5py.File(stimuli_hdf5, "r") as f:
+        brick = f["imgBrick"]
+        if ids.max() >= brick.shape[0] or ids.min() < 0:
+            raise InputError(f"{stimuli_hdf5}: 73KID out of range 1..{brick.shape[0]}")
+        sorted_imgs = brick[ids[order]] if len(np.unique(ids)) == len(ids) else np.stack([brick[i] for i in ids[order]])
+    out = np.empty_like(sorted_imgs)
+    out[order] = sorted_imgs
+    return out
+
+
+class LoadedModel:
+    """A registry model loaded once, extracting every layer for any number of stimulus sets."""
+
+    def __init__(self, entry: ModelEntry, device: str):
+        self.entry = entry
+        self.device = resolve_device(device)
+        if entry.modality == "vision":
+            self.model = build_vision_model(entry)
+        else:
+            self.tokenizer, self.model = build_language_model(entry)
+
+    def extract(self, stimuli: "pd.DataFrame", stimuli_hdf5: Path,  # noqa: F821
+                batch_size: int = 32) -> tuple[list[str], list[np.ndarray], dict]:
+        """Every layer for one stimulus set (columns ``nsd_id``, ``caption``)."""
+        if self.entry.modality == "vision":
+            images = load_stimulus_images(stimuli_hdf5, stimuli["nsd_id"].to_numpy())
+            names, layers = extract_vision(self.model, images, self.device, batch_size)
+        else:
+            names, layers = extract_language(self.tokenizer, self.model, stimuli["caption"].tolist(),
+                                             self.device, batch_size)
+        e = self.entry
+        meta = {"modality": e.modality, "source": e.source, "architecture": e.architecture,
+                "weights": e.weights, "trained": e.trained, "device": self.device}
+        return names, layers, meta
+
+
+def load_model(entry: ModelEntry, device: str) -> LoadedModel:
+    """Load ``entry`` once for extraction on ``device`` (cpu, cuda, auto)."""
+    return LoadedModel(entry, device)
+
+
+def extract_model(entry: ModelEntry, stimuli: "pd.DataFrame", stimuli_hdf5: Path, device: str,  # noqa: F821
+                  batch_size: int = 32) -> tuple[list[str], list[np.ndarray], dict]:
+    """Every layer of one registry model for one stimulus set (columns nsd_id, caption)."""
+    return load_model(entry, device).extract(stimuli, stimuli_hdf5, batch_size)

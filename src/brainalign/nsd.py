@@ -1,0 +1,333 @@
+"""Ingest of the Natural Scenes Dataset (NSD), from its release layout on disk.
+
+One code path reads the real NSD release and the generated mini-NSD: both are
+laid out as NSD ships them. Ids follow NSD's conventions: ``73KID`` is the
+1-based index into the 73,000 stimuli (``nsdId + 1``), sessions are 1-based.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainalign.io import InputError, atomic_path, require_file
+
+SPLITS = ("paper", "shared1000", "all")
+FIX_ROOT = "set nsd_root to a directory in the NSD release layout"
+
+
+@dataclass(frozen=True)
+class NSDLayout:
+    """Where NSD keeps each file, relative to the release root ``root``."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def expdesign(self) -> Path:
+        return self.root / "nsddata/experiments/nsd/nsd_expdesign.mat"
+
+    @property
+    def stim_info(self) -> Path:
+        return self.root / "nsddata/experiments/nsd/nsd_stim_info_merged.csv"
+
+    @property
+    def stimuli(self) -> Path:
+        return self.root / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
+
+    def captions(self, coco_split: str) -> Path:
+        return self.root / f"nsddata_stimuli/stimuli/nsd/annotations/captions_{coco_split}.json"
+
+    @property
+    def parcel_table(self) -> Path:
+        return self.root / "nsddata/freesurfer/fsaverage/label/HCP_MMP1.mgz.ctab"
+
+    def responses(self, subject: str) -> Path:
+        return self.root / f"nsddata/ppdata/{subject}/behav/responses.tsv"
+
+    def parcel_volume(self, subject: str) -> Path:
+        return self.root / f"nsddata/ppdata/{subject}/func1pt8mm/roi/HCP_MMP1.nii.gz"
+
+    def betas_dir(self, subject: str) -> Path:
+        return self.root / f"nsddata_betas/ppdata/{subject}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+
+    def betas(self, subject: str, session: int, ext: str = "nii.gz") -> Path:
+        return self.betas_dir(subject) / f"betas_session{session:02d}.{ext}"
+
+    def subject_inputs(self, subject: str) -> list[Path]:
+        """The fixed files one subject's ingest needs (betas are found per session)."""
+        return [
+            self.expdesign,
+            self.stim_info,
+            self.parcel_table,
+            self.responses(subject),
+            self.parcel_volume(subject),
+        ]
+
+    def stimulus_inputs(self, subject: str) -> list[Path]:
+        """The files that define one subject's stimuli and captions."""
+        return [
+            self.expdesign,
+            self.stim_info,
+            self.responses(subject),
+            self.captions("train2017"),
+            self.captions("val2017"),
+        ]
+
+
+def _require(path: Path, what: str) -> Path:
+    return require_file(path, what, FIX_ROOT)
+
+
+def read_expdesign(path: Path) -> dict[str, np.ndarray]:
+    """``masterordering``, ``subjectim`` and ``sharedix`` of nsd_expdesign.mat, 1-based ints."""
+    from scipy.io import loadmat
+
+    mat = loadmat(_require(path, "NSD experiment design"))
+    out = {}
+    for key in ("masterordering", "subjectim", "sharedix"):
+        if key not in mat:
+            raise InputError(f"{path}: variable {key!r} missing (not an NSD nsd_expdesign.mat)")
+        out[key] = np.asarray(mat[key]).astype(np.int64)
+    out["masterordering"] = out["masterordering"].ravel()
+    out["sharedix"] = out["sharedix"].ravel()
+    return out
+
+
+def read_responses(path: Path) -> pd.DataFrame:
+    """Trials of one subject in acquisition order: ``SESSION``, ``RUN``, ``TRIAL``, ``73KID``."""
+    df = pd.read_csv(_require(path, "NSD behavioural responses"), sep="\t")
+    missing = {"SESSION", "73KID"} - set(df.columns)
+    if missing:
+        raise InputError(f"{path}: columns {sorted(missing)} missing (not an NSD responses.tsv)")
+    return df
+
+
+def read_parcel_table(path: Path) -> pd.DataFrame:
+    """HCP-MMP1 label table (``index name`` per line) as columns ``index``, ``name``.
+
+    Names are normalised to the bare parcel name (``L_V1_ROI`` -> ``V1``).
+    """
+    rows = []
+    for line in _require(path, "HCP-MMP1 label table").read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].lstrip("-").isdigit():
+            continue
+        name = re.sub(r"^[LR]_|_ROI$", "", parts[1])
+        rows.append((int(parts[0]), name))
+    table = pd.DataFrame(rows, columns=["index", "name"])
+    return table[table["index"] > 0].reset_index(drop=True)
+
+
+def resolve_rois(requested: str | list[str], table: pd.DataFrame) -> list[str]:
+    """Parcel names to use: ``'all'`` means every parcel of the label table, in atlas order."""
+    names = table["name"].tolist()
+    if requested == "all":
+        return names
+    unknown = [r for r in requested if r not in names]
+    if unknown:
+        raise InputError(
+            f"config key 'rois': unknown HCP-MMP1 parcel(s) {unknown}; use names from "
+            f"HCP_MMP1.mgz.ctab (e.g. {names[:3]}) or 'all'"
+        )
+    return list(requested)
+
+
+def subject_number(subject: str) -> int:
+    m = re.fullmatch(r"subj0?(\d)", subject)
+    if not m:
+        raise InputError(f"config key 'subjects': {subject!r} is not an NSD subject (subj01..subj08)")
+    return int(m.group(1))
+
+
+def select_stimuli(trials: pd.DataFrame, sharedix: np.ndarray, split: str) -> np.ndarray:
+    """The 73KIDs one subject contributes, in order of first occurrence.
+
+    ``paper``: the subject's images minus the 1,000 shown to every subject (the
+    reference's choice); ``shared1000``: only those; ``all``: every image.
+    """
+    if split not in SPLITS:
+        raise InputError(f"config key 'split': {split!r} is not one of {list(SPLITS)}")
+    order = pd.unique(trials["73KID"].to_numpy())
+    shared = np.isin(order, sharedix)
+    if split == "paper":
+        return order[~shared]
+    if split == "shared1000":
+        return order[shared]
+    return order
+
+
+def present_sessions(layout: NSDLayout, subject: str, trials: pd.DataFrame) -> list[int]:
+    """Sessions listed by responses.tsv whose betas file is on disk."""
+    listed = sorted(int(s) for s in trials["SESSION"].unique())
+    present = [
+        s for s in listed
+        if layout.betas(subject, s).is_file() or layout.betas(subject, s, "hdf5").is_file()
+    ]
+    if not present:
+        raise InputError(
+            f"no betas found for {subject}: expected e.g. {layout.betas(subject, listed[0])} "
+            f"(download NSD's betas_fithrf_GLMdenoise_RR sessions, .nii.gz or .hdf5)"
+        )
+    return present
+
+
+def read_session_betas(layout: NSDLayout, subject: str, session: int, voxels: np.ndarray) -> np.ndarray:
+    """Betas of one session at the given voxels, shape (trials, n_voxels), percent signal change.
+
+    ``voxels`` are flat indices into the (X, Y, Z) volume (C order). Reads the
+    ``.nii.gz`` file, or NSD's ``.hdf5`` copy (dataset ``betas``, shape (trials, Z, Y, X)).
+    """
+    nii = layout.betas(subject, session)
+    if nii.is_file():
+        import nibabel as nib
+
+        data = np.asanyarray(nib.load(nii).dataobj)  # (X, Y, Z, trials) int16
+        flat = data.reshape(-1, data.shape[-1])
+        out = flat[voxels].T
+    else:
+        import h5py
+
+        with h5py.File(layout.betas(subject, session, "hdf5"), "r") as f:
+            data = f["betas"][()]  # (trials, Z, Y, X)
+        out = data.transpose(0, 3, 2, 1).reshape(data.shape[0], -1)[:, voxels]
+    return out.astype(np.float32) / 300.0
+
+
+def parcel_voxels(volume: np.ndarray, table: pd.DataFrame, rois: list[str]) -> dict[str, np.ndarray]:
+    """Flat voxel indices of each parcel, both hemispheres merged (same label id)."""
+    flat = volume.reshape(-1)
+    index = dict(zip(table["name"], table["index"], strict=True))
+    out = {}
+    for roi in rois:
+        vox = np.flatnonzero(flat == index[roi])
+        if vox.size == 0:
+            raise InputError(f"parcel {roi!r} has no voxels in the subject's HCP_MMP1.nii.gz")
+        out[roi] = vox
+    return out
+
+
+def load_roi_responses(
+    layout: NSDLayout,
+    subject: str,
+    rois: str | list[str],
+    split: str,
+    zscore_sessions: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-image ROI responses of one subject, averaged over repeats.
+
+    Returns ``(stimulus_ids, {roi: array of shape (n_stimuli, n_voxels)})`` with
+    stimulus ids (73KID) in order of first occurrence among the trials of the
+    sessions present on disk. ``zscore_sessions`` z-scores each voxel within each
+    session first (NSD's advice; the reference does not).
+
+    Peak memory ~ 4 bytes x n_stimuli x n_roi_voxels (running sums) plus one session.
+    """
+    import nibabel as nib
+
+    exp = read_expdesign(layout.expdesign)
+    trials = read_responses(layout.responses(subject))
+    table = read_parcel_table(layout.parcel_table)
+    roi_names = resolve_rois(rois, table)
+    volume = np.asanyarray(nib.load(_require(layout.parcel_volume(subject), "HCP-MMP1 volume")).dataobj)
+    volume = np.round(volume).astype(np.int64)
+    if rois == "all":  # every parcel the subject's volume labels
+        present = set(np.unique(volume).tolist())
+        roi_names = [n for n, i in zip(table["name"], table["index"], strict=True) if i in present]
+    voxels_by_roi = parcel_voxels(volume, table, roi_names)
+    all_voxels = np.concatenate(list(voxels_by_roi.values()))
+
+    sessions = present_sessions(layout, subject, trials)
+    trials = trials[trials["SESSION"].isin(sessions)]
+    stim_ids = select_stimuli(trials, exp["sharedix"], split)
+    if stim_ids.size == 0:
+        raise InputError(f"{subject}: split {split!r} selects no stimuli from the sessions on disk")
+    row_of = {int(s): i for i, s in enumerate(stim_ids)}
+
+    sums = np.zeros((stim_ids.size, all_voxels.size), dtype=np.float64)
+    counts = np.zeros(stim_ids.size, dtype=np.int64)
+    for session in sessions:
+        sess_trials = trials[trials["SESSION"] == session]
+        betas = read_session_betas(layout, subject, session, all_voxels)
+        if betas.shape[0] != len(sess_trials):
+            raise InputError(
+                f"{layout.betas(subject, session)}: {betas.shape[0]} trials, but responses.tsv "
+                f"lists {len(sess_trials)} for session {session}"
+            )
+        if zscore_sessions:
+            betas = (betas - betas.mean(0)) / (betas.std(0) + 1e-8)
+        rows = np.array([row_of.get(int(k), -1) for k in sess_trials["73KID"]])
+        keep = rows >= 0
+        np.add.at(sums, rows[keep], betas[keep])
+        np.add.at(counts, rows[keep], 1)
+    means = (sums / counts[:, None]).astype(np.float32)
+
+    out, start = {}, 0
+    for roi, vox in voxels_by_roi.items():
+        out[roi] = means[:, start : start + vox.size]
+        start += vox.size
+    return stim_ids, out
+
+
+def read_captions(layout: NSDLayout, stim_ids: np.ndarray) -> pd.DataFrame:
+    """COCO id and FIRST caption (file order, as the reference) of each stimulus."""
+    info = pd.read_csv(_require(layout.stim_info, "NSD stimulus info"))
+    info = info.set_index(info["nsdId"] + 1)
+    missing = [int(s) for s in stim_ids if s not in info.index]
+    if missing:
+        raise InputError(f"{layout.stim_info}: no row for 73KIDs {missing[:5]}")
+    rows = info.loc[stim_ids, ["cocoId", "cocoSplit"]]
+    first: dict[int, str] = {}
+    for split in sorted(rows["cocoSplit"].unique()):
+        anns = json.loads(_require(layout.captions(split), "COCO captions").read_text())
+        for ann in anns["annotations"]:
+            first.setdefault(int(ann["image_id"]), ann["caption"].strip())
+    captions = [first.get(int(c)) for c in rows["cocoId"]]
+    lacking = [int(s) for s, c in zip(stim_ids, captions, strict=True) if c is None]
+    if lacking:
+        raise InputError(f"no COCO caption for 73KIDs {lacking[:5]} in {layout.captions('*')}")
+    return pd.DataFrame(
+        {"nsd_id": stim_ids.astype(np.int64), "coco_id": rows["cocoId"].to_numpy(), "caption": captions}
+    )
+
+
+def subject_stimuli(layout: NSDLayout, subject: str, split: str) -> pd.DataFrame:
+    """One subject's stimuli for ``split`` (73KID order of first occurrence) with captions.
+
+    Uses the sessions listed in responses.tsv whose betas are on disk, so the
+    stimuli match what :func:`load_roi_responses` returns.
+    """
+    exp = read_expdesign(layout.expdesign)
+    trials = read_responses(layout.responses(subject))
+    trials = trials[trials["SESSION"].isin(present_sessions(layout, subject, trials))]
+    return read_captions(layout, select_stimuli(trials, exp["sharedix"], split))
+
+
+def write_brain(path: Path, subject: str, split: str, stim_ids: np.ndarray, rois: dict[str, np.ndarray]) -> None:
+    """Write one subject's ROI responses: ``stimulus_ids`` and ``roi/<name>`` (n x v float32)."""
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["subject"] = subject
+        f.attrs["split"] = split
+        f.attrs["rois"] = json.dumps(list(rois))
+        f["stimulus_ids"] = stim_ids.astype(np.int64)
+        for name, arr in rois.items():
+            f[f"roi/{name}"] = arr
+
+
+def read_brain(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Inverse of :func:`write_brain`: ``(stimulus_ids, {roi: (n, v) array})`` in ROI order."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = json.loads(f.attrs["rois"])
+        return f["stimulus_ids"][()], {n: f[f"roi/{n}"][()] for n in names}

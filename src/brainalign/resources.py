@@ -1,0 +1,39 @@
+"""Tables the project ships (converted from the paper's reference material)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+import pandas as pd
+
+
+def _path(name: str):
+    return resources.files("brainalign") / "resources" / name
+
+
+@lru_cache
+def hcp_parcels() -> pd.DataFrame:
+    """HCP-MMP1 parcels: ``index`` (1..180, atlas order), ``name``, ``yeo7``."""
+    return pd.read_csv(_path("hcp_mmp1.csv"), dtype={"name": str})
+
+
+@lru_cache
+def vision_benchmarks() -> pd.DataFrame:
+    """timm ImageNet-family top-1 (fractions), ``arch`` and ``#Params (M)`` per timm model."""
+    return pd.read_csv(_path("vision_benchmarks.csv"))
+
+
+@lru_cache
+def language_benchmarks() -> pd.DataFrame:
+    """Open LLM Leaderboard v2 columns and Arena ``elo`` per language model."""
+    return pd.read_csv(_path("language_benchmarks.csv"))
+
+
+VISION_BENCHMARK_COLUMNS = [
+    "imagenet", "imagenet-a", "imagenet-a-clean", "imagenet-r", "imagenet-r-clean",
+    "imagenet-real", "imagenetv2-matched-frequency", "sketch", "#Params (M)",
+]
+LANGUAGE_BENCHMARK_COLUMNS = [
+    "Average ⬆️", "IFEval", "BBH", "MATH Lvl 5", "GPQA", "MUSR", "MMLU-PRO", "#Params (B)", "elo",
+]

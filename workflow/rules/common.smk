@@ -1,0 +1,82 @@
+# Paths and target lists: the one place that knows where outputs live.
+import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from brainalign.io import InputError
+from brainalign.metrics import resolve_metrics
+from brainalign.models import load_registry, lookup
+from brainalign.nsd import NSDLayout
+
+DEFAULT_MINI_NSD = "results/mini_nsd"
+RESULTS = config.get("results", "results")
+NSD_ROOT = config["nsd_root"]
+LAYOUT = NSDLayout(NSD_ROOT)
+SPLIT = config["split"]
+SUBJECTS = list(config["subjects"])
+REGISTRY_FILE = config.get("model_registry", "config/models.yaml")
+DEVICE = config["device"]
+USE_GPU = DEVICE.startswith("cuda")
+ANALYSIS = {
+    "metric": "cka_36",
+    "pooling": "max_roi_mean_layer",
+    "vision_benchmark": "imagenet",
+    "language_benchmark": "Average ⬆️",
+} | config.get("analysis", {})
+MINI = {"seed": 0, "vision_model": "tf_efficientnet_lite0", "language_model": "all-MiniLM-L6-v2"} | config.get(
+    "mini_nsd", {}
+)
+
+
+def _fail(msg):
+    raise WorkflowError(msg)
+
+
+try:
+    REGISTRY = load_registry(REGISTRY_FILE)
+    MODELS = {
+        "vision": [lookup(REGISTRY, m, "vision_models").name for m in config["vision_models"]],
+        "language": [lookup(REGISTRY, m, "language_models").name for m in config["language_models"]],
+    }
+    for modality, names in MODELS.items():
+        for m in names:
+            if REGISTRY[m].modality != modality:
+                raise InputError(f"config key '{modality}_models': {m!r} is a {REGISTRY[m].modality} model")
+    METRICS = [s.name for s in resolve_metrics(config["metrics"])]
+except (InputError, ValueError) as exc:
+    _fail(str(exc))
+
+MODALITY_OF = {m: mod for mod, names in MODELS.items() for m in names}
+ALL_MODELS = MODELS["vision"] + MODELS["language"]
+
+
+wildcard_constraints:
+    subject=r"subj0[1-8]",
+    split=r"paper|shared1000|all",
+    modality=r"vision|language",
+
+
+def model_gpus(wildcards):
+    return REGISTRY[wildcards.model].gpus if USE_GPU else 0
+
+
+def alignment_files(modality):
+    return expand(
+        f"{RESULTS}/alignment/{SPLIT}/{{subject}}/{{model}}.parquet",
+        subject=SUBJECTS,
+        model=MODELS[modality],
+    )
+
+
+def table_files():
+    return [f"{RESULTS}/tables/{mod}_all.parquet" for mod in ("vision", "language") if MODELS[mod]]
+
+
+def figure_files():
+    stem = f"{RESULTS}/figures/performance/brain_score_vs_benchmark"
+    return [f"{stem}.png", f"{stem}.pdf", f"{stem}.csv"]
+
+
+def all_targets():
+    return table_files() + figure_files()

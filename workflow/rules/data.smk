@@ -1,0 +1,54 @@
+# NSD: the mini-NSD generator (default target only), stimuli and ROI responses per subject.
+from brainalign.pipeline import mini_nsd_outputs
+
+
+if os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD):
+
+    rule mini_nsd:
+        output:
+            mini_nsd_outputs(DEFAULT_MINI_NSD, ["subj01", "subj02", "subj05", "subj07"]),
+        params:
+            root=DEFAULT_MINI_NSD,
+            registry=REGISTRY_FILE,
+            seed=MINI["seed"],
+            vision_model=MINI["vision_model"],
+            language_model=MINI["language_model"],
+        threads: 2
+        log:
+            f"{RESULTS}/logs/mini_nsd.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/mini_nsd.tsv"
+        script:
+            "../../scripts/make_mini_nsd.py"
+
+
+rule stimuli:
+    input:
+        lambda w: [str(p) for p in LAYOUT.stimulus_inputs(w.subject)],
+    output:
+        f"{RESULTS}/stimuli/{{split}}/{{subject}}.csv",
+    params:
+        nsd_root=NSD_ROOT,
+    log:
+        f"{RESULTS}/logs/stimuli/{{split}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stimuli/{{split}}/{{subject}}.tsv"
+    script:
+        "../../scripts/stimuli.py"
+
+
+rule ingest:
+    input:
+        lambda w: [str(p) for p in LAYOUT.subject_inputs(w.subject)],
+    output:
+        f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
+    params:
+        nsd_root=NSD_ROOT,
+        rois=config["rois"],
+        zscore_sessions=config.get("zscore_sessions", False),
+    log:
+        f"{RESULTS}/logs/ingest/{{split}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest/{{split}}/{{subject}}.tsv"
+    script:
+        "../../scripts/ingest.py"

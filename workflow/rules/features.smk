@@ -1,0 +1,22 @@
+# Model features: every layer of one model, for every subject's stimuli, from one model load.
+
+
+rule features:
+    input:
+        stimuli=expand(f"{RESULTS}/stimuli/{{{{split}}}}/{{subject}}.csv", subject=SUBJECTS),
+        images=str(LAYOUT.stimuli),
+        registry=REGISTRY_FILE,
+    output:
+        expand(f"{RESULTS}/features/{{{{split}}}}/{{subject}}/{{{{model}}}}.h5", subject=SUBJECTS),
+    params:
+        nsd_root=NSD_ROOT,
+        device=DEVICE,
+    threads: 2
+    resources:
+        gpu=model_gpus,
+    log:
+        f"{RESULTS}/logs/features/{{split}}/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/features/{{split}}/{{model}}.tsv"
+    script:
+        "../../scripts/features.py"
