@@ -205,6 +205,11 @@ def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size
     if device.startswith("cuda"):
         model = model.half()
     prompts = [render_prompt(tokenizer, c) for c in captions]
+    # With left padding, positions must count from each prompt's first real token, or
+    # absolute position embeddings (BERT-style) shift with the batch's longest prompt.
+    import inspect
+
+    takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     chunks: list[list] = []
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
@@ -212,6 +217,8 @@ def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size
                 prompts[start : start + batch_size], return_tensors="pt", padding=True,
                 truncation=True, max_length=512,
             ).to(device)
+            if takes_positions:
+                enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
             out = model(**enc, output_hidden_states=True)
             states = out.hidden_states
             if not chunks:

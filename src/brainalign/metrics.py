@@ -60,12 +60,21 @@ ALL_METRICS: list[str] = list(METRICS)
 
 
 def resolve_metrics(metrics: str | Sequence[str]) -> list[MetricSpec]:
-    """Metric names (or ``'all'``, or a family name such as ``'cka'``) to specs."""
+    """Metric names to specs: variant names, ``'all'``, family names (``'cka'``,
+    ``'mutual_knn'``, ``'cycle_knn'``) or glob patterns (``'cknna*'``: the ``cknna``
+    name itself is the k = 12 variant)."""
+    from fnmatch import fnmatchcase
+
     if isinstance(metrics, str):
         metrics = [metrics]
     out: list[MetricSpec] = []
     for name in metrics:
-        if name == "all":
+        if "*" in name or "?" in name:
+            matched = [s for n, s in METRICS.items() if fnmatchcase(n, name)]
+            if not matched:
+                raise ValueError(f"metric pattern {name!r} matches no metric; known: {', '.join(ALL_METRICS)}")
+            out.extend(matched)
+        elif name == "all":
             out.extend(METRICS.values())
         elif name in METRICS:
             out.append(METRICS[name])
@@ -101,17 +110,25 @@ def centred_kernel(d2, sigma: float):
     return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
 
 
+TIE_TOLERANCE = 1e-9
+
+
 def neighbour_lists(gram, k: int):
     """Top-``k`` neighbours of each stimulus by inner product, self excluded.
 
-    Ties go to the lowest index (stable sort). Returns (n, k) int64.
+    Ties go to the lowest index (stable sort). Inner products are first rounded
+    to ``TIE_TOLERANCE`` times the largest one, so values that are equal in exact
+    arithmetic (integer-valued or duplicated data) tie even when floating-point
+    rounding, which differs between devices and BLAS kernels, leaves them a few
+    ulps apart. Returns (n, k) int64.
     """
     import torch
 
     n = gram.shape[0]
     if k >= n:
         raise ValueError(f"k = {k} needs more than k stimuli, got n = {n}")
-    g = gram.clone()
+    scale = gram.abs().max().clamp_min(torch.finfo(gram.dtype).tiny) * TIE_TOLERANCE
+    g = torch.round(gram / scale)
     g.fill_diagonal_(float("-inf"))
     return torch.sort(g, dim=1, descending=True, stable=True).indices[:, :k]
 

@@ -11,5 +11,7 @@ rule aggregate:
         f"{RESULTS}/logs/aggregate/{{modality}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/aggregate/{{modality}}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../../scripts/aggregate.py"

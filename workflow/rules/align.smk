@@ -16,5 +16,7 @@ rule align:
         f"{RESULTS}/logs/align/{{split}}/{{subject}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/align/{{split}}/{{subject}}/{{model}}.tsv"
+    conda:
+        "../../envs/align.yaml"
     script:
         "../../scripts/align.py"

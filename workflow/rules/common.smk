@@ -34,6 +34,8 @@ def _fail(msg):
 
 
 try:
+    if os.path.normpath(NSD_ROOT) != os.path.normpath(DEFAULT_MINI_NSD) and not os.path.isdir(NSD_ROOT):
+        raise InputError(f"config key 'nsd_root': {NSD_ROOT} is not a directory (point it at an NSD release)")
     REGISTRY = load_registry(REGISTRY_FILE)
     MODELS = {
         "vision": [lookup(REGISTRY, m, "vision_models").name for m in config["vision_models"]],

@@ -18,6 +18,8 @@ if os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD):
             f"{RESULTS}/logs/mini_nsd.log",
         benchmark:
             f"{RESULTS}/benchmarks/mini_nsd.tsv"
+        conda:
+            "../../envs/data.yaml"
         script:
             "../../scripts/make_mini_nsd.py"
 
@@ -33,6 +35,8 @@ rule stimuli:
         f"{RESULTS}/logs/stimuli/{{split}}/{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/stimuli/{{split}}/{{subject}}.tsv"
+    conda:
+        "../../envs/data.yaml"
     script:
         "../../scripts/stimuli.py"
 
@@ -50,5 +54,7 @@ rule ingest:
         f"{RESULTS}/logs/ingest/{{split}}/{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{split}}/{{subject}}.tsv"
+    conda:
+        "../../envs/data.yaml"
     script:
         "../../scripts/ingest.py"

@@ -18,5 +18,7 @@ rule features:
         f"{RESULTS}/logs/features/{{split}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/features/{{split}}/{{model}}.tsv"
+    conda:
+        "../../envs/features.yaml"
     script:
         "../../scripts/features.py"

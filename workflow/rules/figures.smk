@@ -16,5 +16,7 @@ rule figure_performance:
         f"{RESULTS}/logs/figures/performance.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures/performance.tsv"
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../../scripts/figure_performance.py"

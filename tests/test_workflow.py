@@ -1,0 +1,164 @@
+"""The workflow end to end on the mini-NSD: DAG, targeted rebuild, resume, ground truth, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SNAKEMAKE, copy_workflow, job_counts, snakemake
+
+from brainalign.metrics import ALL_METRICS
+from brainalign.nsd import read_brain
+
+pytestmark = pytest.mark.workflow
+
+FIGURE = "results/figures/performance/brain_score_vs_benchmark.png"
+EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "features": 4, "align": 16, "aggregate": 2,
+                 "figure_performance": 1, "all": 1, "total": 33}
+
+
+def test_dry_run_lists_jobs_per_rule_and_runs_nothing(tmp_path):
+    work = copy_workflow(tmp_path)
+    proc = snakemake(work, "-n", "--cores", "2")
+    assert job_counts(proc.stdout) == EXPECTED_JOBS
+    assert not (work / "results").exists()
+
+
+def test_tables_hold_one_row_per_measurement(demo_run):
+    for modality, models in (("vision", 2), ("language", 2)):
+        table = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
+        assert table.columns[:8].tolist() == ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature",
+                                              "yeo7", "score", "relative_src_feature"]
+        key = ["tgt_model", "src_model", "src_feature", "tgt_feature", "metric"]
+        assert not table.duplicated(key).any()
+        assert set(table["metric"]) == set(ALL_METRICS)
+        assert table["src_model"].nunique() == models
+        assert set(table["tgt_model"]) == {"subj01", "subj02", "subj05", "subj07"}
+        n_layers, n_rois = table["src_feature"].nunique(), table["tgt_feature"].nunique()
+        assert len(table) == 4 * models * n_layers * n_rois * 27
+        assert table["relative_src_feature"].between(0, 7).all()
+        assert table["score"].notna().all()
+    vision = pd.read_parquet(demo_run / "results/tables/vision_all.parquet")
+    lite0 = vision[vision.src_model == "tf_efficientnet_lite0"]
+    assert lite0["imagenet"].iloc[0] == pytest.approx(0.74832)
+
+
+def test_planted_ground_truth_is_recovered(demo_run):
+    truth = json.loads((demo_run / "results/mini_nsd/ground_truth.json").read_text())["parcels"]
+    table = pd.concat([pd.read_parquet(demo_run / f"results/tables/{m}_all.parquet") for m in ("vision", "language")],
+                      ignore_index=True)
+    cka = table[table.metric == "cka_36"]
+    peak_depth = {}
+    for parcel, planted in truth.items():
+        if planted is None:
+            continue
+        for subject, rows in cka[cka.tgt_feature == parcel].groupby("tgt_model"):
+            best = rows.loc[rows["score"].idxmax()]
+            assert (best.src_model, best.src_feature) == (planted["model"], planted["layer"]), (parcel, subject)
+        if planted["modality"] == "vision":
+            rows = cka[(cka.tgt_feature == parcel) & (cka.src_model == planted["model"])]
+            peak_depth[parcel] = rows.groupby("src_feature")["score"].mean().idxmax()
+    # posterior parcels peak at earlier depth
+    posterior_to_anterior = ["V1", "V2", "V3", "V4", "LO1", "FFC"]
+    depths = [peak_depth[p] for p in posterior_to_anterior]
+    assert depths == sorted(depths) and depths[0] < depths[-1]
+    # the control parcel (noise only) aligns far worse than any planted one
+    control = cka[cka.tgt_feature == "4"]["score"].max()
+    planted_min = min(cka[cka.tgt_feature == p]["score"].max() for p, t in truth.items() if t)
+    assert control < 0.5 * planted_min
+
+
+def test_figure_alone_rebuilds_with_one_job(demo_run):
+    (demo_run / FIGURE).unlink()
+    dry = snakemake(demo_run, "-n", "--cores", "2", FIGURE)
+    assert job_counts(dry.stdout) == {"figure_performance": 1, "total": 1}
+    run = snakemake(demo_run, "--cores", "2", FIGURE)
+    assert job_counts(run.stdout) == {"figure_performance": 1, "total": 1}
+    assert (demo_run / FIGURE).stat().st_size > 10_000
+    assert "Nothing to be done" in snakemake(demo_run, "-n", "--cores", "2").stdout
+
+
+def test_resume_after_a_crash_redoes_only_what_is_missing(demo_run, tmp_path):
+    work = copy_workflow(tmp_path / "resume")
+    # start from the finished data and features (mtimes kept), so the crash hits the alignment stage
+    for part in ("mini_nsd", "stimuli", "brain", "features"):
+        shutil.copytree(demo_run / "results" / part, work / "results" / part)
+    proc = subprocess.Popen([SNAKEMAKE, "--cores", "1"], cwd=work, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    align_dir = work / "results/alignment"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(align_dir.rglob("*.parquet"))) < 3:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no clean-up runs
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in align_dir.rglob("*.parquet")}
+    assert 3 <= len(finished) < 16
+    assert not (work / "results/tables/vision_all.parquet").exists()
+
+    rerun = snakemake(work, "--cores", "2", "--rerun-incomplete")
+    counts = job_counts(rerun.stdout)
+    assert counts.get("align", 0) == 16 - len(finished)
+    assert "features" not in counts and "mini_nsd" not in counts
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    for modality in ("vision", "language"):
+        got = pd.read_parquet(work / f"results/tables/{modality}_all.parquet")
+        want = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
+        key = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature"]
+        pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                      want.sort_values(key).reset_index(drop=True))
+
+
+def test_any_nsd_directory_runs_without_the_generator(demo_run, tmp_path):
+    nsd = tmp_path / "my_nsd"
+    shutil.copytree(demo_run / "results/mini_nsd", nsd)
+    work = copy_workflow(tmp_path / "other")
+    target = "results/brain/paper/subj02.h5"
+    dry = snakemake(work, "-n", "--cores", "2", "--config", f"nsd_root={nsd}")
+    counts = job_counts(dry.stdout)
+    assert "mini_nsd" not in counts and counts["align"] == 16
+    snakemake(work, "--cores", "2", "--config", f"nsd_root={nsd}", "--", target)
+    ids_a, rois_a = read_brain(work / target)
+    ids_b, rois_b = read_brain(demo_run / target)
+    assert ids_a.tolist() == ids_b.tolist()
+    for roi in rois_b:
+        np.testing.assert_array_equal(rois_a[roi], rois_b[roi])
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ("nsd_rot=/x", "nsd_rot"),
+    ("split=halves", "halves"),
+    ("subjects=subj01", "subjects"),
+    ("device=gpu", "gpu"),
+])
+def test_bad_config_fails_at_start_naming_the_key(tmp_path, override, named):
+    work = copy_workflow(tmp_path)
+    proc = snakemake(work, "-n", "--cores", "2", "--config", override, check=False)
+    assert proc.returncode != 0
+    assert named in proc.stdout
+    assert not (work / "results").exists()
+
+
+def test_unknown_model_and_metric_fail_at_start(tmp_path):
+    work = copy_workflow(tmp_path)
+    proc = snakemake(work, "-n", "--cores", "2", "--config", "vision_models=[resnet_9000]", check=False)
+    assert proc.returncode != 0 and "resnet_9000" in proc.stdout and "vision_models" in proc.stdout
+    proc = snakemake(work, "-n", "--cores", "2", "--config", "metrics=[cka_37]", check=False)
+    assert proc.returncode != 0 and "cka_37" in proc.stdout
+
+
+def test_missing_nsd_file_fails_with_its_path(tmp_path):
+    nsd = tmp_path / "empty_nsd"
+    nsd.mkdir()
+    work = copy_workflow(tmp_path / "w")
+    proc = snakemake(work, "-n", "--cores", "2", "--config", f"nsd_root={nsd}", check=False)
+    assert proc.returncode != 0
+    assert str(nsd / "nsddata/experiments/nsd/nsd_expdesign.mat") in proc.stdout
