@@ -30,3 +30,6 @@ lint: venv
 
 clean:
 	rm -rf results .snakemake
+
+bench: venv
+	$(BIN)/python -m brainalign.bench $(BENCH_ARGS)

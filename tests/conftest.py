@@ -18,7 +18,7 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 def copy_workflow(dest: Path) -> Path:
     """The workflow, config and scripts, copied so each run has its own results/."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("workflow", "config", "scripts"):
+    for name in ("workflow", "config", "scripts", "envs"):
         shutil.copytree(REPO / name, dest / name)
     return dest
 

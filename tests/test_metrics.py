@@ -471,3 +471,15 @@ def test_glob_patterns_select_families():
     assert len(resolve_metrics(["cka_*", "cycle_knn_4*"])) == 12 + 2
     with pytest.raises(ValueError, match="zz_\\*"):
         resolve_metrics("zz_*")
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "readout", "clustered"])
+def test_float32_storage_agrees_with_float64(kind):
+    """The GPU path stores n x n matrices in float32 (sums in float64): same scores within 1e-5."""
+    from brainalign.metrics import ALL_METRICS
+
+    sources, targets = dataset(kind, 401)
+    f64 = score_matrices(sources, targets, ALL_METRICS, dtype="float64")
+    f32 = score_matrices(sources, targets, ALL_METRICS, dtype="float32", max_bytes=1)
+    for name in ALL_METRICS:
+        np.testing.assert_allclose(f32[name], f64[name], atol=1e-5, rtol=0, err_msg=name)

@@ -103,12 +103,16 @@ def test_resume_after_a_crash_redoes_only_what_is_missing(demo_run, tmp_path):
     assert 3 <= len(finished) < 16
     assert not (work / "results/tables/vision_all.parquet").exists()
 
+    snakemake(work, "--unlock")  # a killed Snakemake leaves its lock behind
     rerun = snakemake(work, "--cores", "2", "--rerun-incomplete")
     counts = job_counts(rerun.stdout)
-    assert counts.get("align", 0) == 16 - len(finished)
+    # A job whose output landed just before the kill, but which Snakemake had not yet
+    # recorded as finished (--cores 1: at most one), is incomplete and rightly redone.
+    redone = [p for p, mtime in finished.items() if p.stat().st_mtime_ns != mtime]
+    assert len(redone) <= 1
+    assert len(finished) - len(redone) >= 2
+    assert counts.get("align", 0) == 16 - (len(finished) - len(redone))
     assert "features" not in counts and "mini_nsd" not in counts
-    for path, mtime in finished.items():
-        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
     for modality in ("vision", "language"):
         got = pd.read_parquet(work / f"results/tables/{modality}_all.parquet")
         want = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")

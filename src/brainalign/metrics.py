@@ -148,49 +148,93 @@ def _unbiased_hsic_terms(term_cross, sum_k, sum_l, sum_kl, n: int):
 
 @dataclass
 class Summary:
-    """What every pair needs of one representation (all tensors float64 on one device)."""
+    """What every pair needs of one representation.
 
-    gram: object  # (n, n) linear kernel of the z-scored features
-    d2: object | None  # (n, n) squared distances (CKA only)
-    idx: object | None  # (n, k_max) neighbour lists
+    ``gram`` (n, n) is the linear kernel of the z-scored features, ``d2`` (n, n)
+    the squared distances (CKA only), ``idx`` (n, k_max) the neighbour lists.
+    Matrices are stored in the engine's storage dtype (float64, or float32 on GPU).
+    """
+
+    gram: object
+    d2: object | None
+    idx: object | None
 
 
-def summarise(x, need_d2: bool, k_max: int):
-    """Per-representation summary of features ``x`` (n, d), see :class:`Summary`."""
+def summarise(x, need_d2: bool, k_max: int, dtype=None):
+    """Per-representation summary of features ``x`` (n, d), see :class:`Summary`.
+
+    The Gram matrix is always formed in float64 (it decides neighbours and
+    distances); ``dtype`` is the storage type of the n x n results.
+    """
+    import torch
+
     z = zscore(x.double())
     gram = z @ z.T
-    return Summary(
-        gram=gram,
-        d2=squared_distances(gram) if need_d2 else None,
-        idx=neighbour_lists(gram, k_max) if k_max > 0 else None,
-    )
+    idx = neighbour_lists(gram, k_max) if k_max > 0 else None
+    d2 = squared_distances(gram) if need_d2 else None
+    dtype = dtype or torch.float64
+    return Summary(gram=gram.to(dtype), d2=None if d2 is None else d2.to(dtype), idx=idx)
 
 
 # ----------------------------------------------------------------------------- all pairs
 
+ACCUMULATE_BLOCK = 1 << 20  # float32 partial sums over at most 2^20 terms, then float64
 
-def _cka_scores(src: list[Summary], tgt: list[Summary], sigma: float, max_bytes: int):
-    """CKA for every (source, target) pair: one matrix product of stacked centred kernels."""
+
+def _inner_products(a, b):
+    """``a @ b.T`` in float64; float32 inputs are multiplied blockwise, sums kept in float64."""
     import torch
 
-    n = src[0].gram.shape[0]
-    per = n * n * 8
-    chunk = max(1, max_bytes // (2 * per))
+    if a.dtype == torch.float64:
+        return a @ b.T
+    out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+    for s in range(0, a.shape[1], ACCUMULATE_BLOCK):
+        out += (a[:, s : s + ACCUMULATE_BLOCK] @ b[:, s : s + ACCUMULATE_BLOCK].T).double()
+    return out
+
+
+def _cka_scores(src: list[Summary], tgt: list[Summary], sigma: float, max_rows: int):
+    """CKA for every (source, target) pair: matrix products of stacked centred kernels.
+
+    ``max_rows`` bounds how many n x n centred kernels are held at once.
+    """
+    import torch
 
     def stack(sums):
-        kc = [centred_kernel(s.d2, sigma).reshape(-1) for s in sums]
-        kc = torch.stack(kc)
-        return kc, (kc * kc).sum(1)
+        kc = torch.stack([centred_kernel(s.d2, sigma).reshape(-1) for s in sums])
+        return kc, (kc.double() ** 2).sum(1) if kc.dtype == torch.float64 else _self_hsic(kc)
 
+    rows_t = min(len(tgt), max(1, max_rows // 2))
+    rows_s = max(1, max_rows - rows_t)
     out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=src[0].gram.device)
-    tgt_stacks = [stack(tgt[j : j + chunk]) for j in range(0, len(tgt), chunk)] if len(tgt) <= chunk else None
-    for i in range(0, len(src), chunk):
-        a, aa = stack(src[i : i + chunk])
-        for jj, j in enumerate(range(0, len(tgt), chunk)):
-            b, bb = tgt_stacks[jj] if tgt_stacks is not None else stack(tgt[j : j + chunk])
-            hsic = a @ b.T
-            out[i : i + chunk, j : j + chunk] = hsic / ((aa[:, None] * bb[None, :]).sqrt() + EPS_CKA)
+    for j in range(0, len(tgt), rows_t):
+        b, bb = stack(tgt[j : j + rows_t])
+        for i in range(0, len(src), rows_s):
+            a, aa = stack(src[i : i + rows_s])
+            hsic = _inner_products(a, b)
+            out[i : i + rows_s, j : j + rows_t] = hsic / ((aa[:, None] * bb[None, :]).sqrt() + EPS_CKA)
+            del a
+        del b
     return out
+
+
+def _self_hsic(kc):
+    """``sum(Kc * Kc)`` per row of a float32 stack, accumulated in float64."""
+    import torch
+
+    out = torch.zeros(kc.shape[0], dtype=torch.float64, device=kc.device)
+    for s in range(0, kc.shape[1], ACCUMULATE_BLOCK):
+        out += (kc[:, s : s + ACCUMULATE_BLOCK].double() ** 2).sum(1)
+    return out
+
+
+def _gather(mat, idx):
+    """``mat[i, idx[t, i, :]]`` for a stack of neighbour lists ``idx`` (T, n, k) -> (T, n, k)."""
+    import torch
+
+    n = mat.shape[0]
+    rows = torch.arange(n, device=mat.device)[None, :, None]
+    return mat[rows, idx]
 
 
 def _mutual_knn_scores(src, tgt, k: int):
@@ -198,12 +242,11 @@ def _mutual_knn_scores(src, tgt, k: int):
     import torch
 
     n = src[0].gram.shape[0]
-    rows = torch.arange(n, device=src[0].gram.device)[:, None]
-    out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=src[0].gram.device)
+    idx = torch.stack([t.idx[:, :k] for t in tgt])  # (T, n, k)
+    out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=idx.device)
     for a, s in enumerate(src):
         mx = neighbour_mask(s.idx[:, :k], n)
-        for b, t in enumerate(tgt):
-            out[a, b] = mx[rows, t.idx[:, :k]].sum() / (n * k)
+        out[a] = _gather(mx, idx).sum((1, 2)) / (n * k)
     return out
 
 
@@ -212,12 +255,11 @@ def _cycle_knn_scores(src, tgt, k: int):
     import torch
 
     n = src[0].gram.shape[0]
-    rows = torch.arange(n, device=src[0].gram.device)[:, None]
-    out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=src[0].gram.device)
+    idx = torch.stack([t.idx[:, :k] for t in tgt])
+    out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=idx.device)
     for a, s in enumerate(src):
         mxt = neighbour_mask(s.idx[:, :k], n).T
-        for b, t in enumerate(tgt):
-            out[a, b] = (mxt[rows, t.idx[:, :k]].amax(1) > 0).double().mean()
+        out[a] = (_gather(mxt, idx).amax(2) > 0).double().mean(1)
     return out
 
 
@@ -225,7 +267,7 @@ def _cknna_self(s: Summary, k: int):
     """Unbiased HSIC of X's masked kernel with itself (mask: X's top-k alone)."""
     n = s.gram.shape[0]
     m = neighbour_mask(s.idx[:, :k], n)
-    kt = s.gram * m
+    kt = s.gram.double() * m
     return _unbiased_hsic_terms((kt * kt.T).sum(), kt.sum(), kt.sum(), (kt.sum(0) * kt.sum(1)).sum(), n)
 
 
@@ -236,52 +278,62 @@ def _cknna_scores(src, tgt, k: int):
 
     n = src[0].gram.shape[0]
     dev = src[0].gram.device
-    rows = torch.arange(n, device=dev)[:, None]
+    idx = torch.stack([t.idx[:, :k] for t in tgt])  # (T, n, k)
     self_t = torch.stack([_cknna_self(t, k) for t in tgt])
-    t_idx, t_vals, t_cross = [], [], []
-    for t in tgt:
-        idx = t.idx[:, :k]
-        my = neighbour_mask(idx, n)
-        lv = t.gram[rows, idx]  # L[i, j] at j in NN_Y(i)
-        t_idx.append(idx)
-        t_vals.append(lv)
-        t_cross.append(lv * my.T[rows, idx])  # L[j, i] MY[j, i] (L symmetric)
+    t_vals = torch.stack([_gather(t.gram.double(), t.idx[None, :, :k])[0] for t in tgt])  # L[i, j], j in NN_Y(i)
+    t_cross = torch.stack([  # L[j, i] MY[j, i] (L symmetric)
+        _gather(t.gram.double() * neighbour_mask(t.idx[:, :k], n).T, t.idx[None, :, :k])[0] for t in tgt
+    ])
+    flat_idx = idx.reshape(len(tgt), -1)
     out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=dev)
     for a, s in enumerate(src):
         mx = neighbour_mask(s.idx[:, :k], n)
-        kmx = s.gram * mx
-        p = kmx * mx.T  # K[i,j] MX[i,j] MX[j,i]
-        self_s = _cknna_self(s, k)
-        for b in range(len(tgt)):
-            idx = t_idx[b]
-            kv = kmx[rows, idx]  # K~[i, j] at j in NN_Y(i)
-            mxv = mx[rows, idx]
-            lv = t_vals[b] * mxv  # L~[i, j]
-            cross = (p[rows, idx] * t_cross[b]).sum()
-            col_k = torch.zeros(n, dtype=torch.float64, device=dev).index_add_(0, idx.reshape(-1), kv.reshape(-1))
-            row_l = lv.sum(1)
-            hsic = _unbiased_hsic_terms(cross, kv.sum(), lv.sum(), (col_k * row_l).sum(), n)
-            out[a, b] = hsic / ((self_s * self_t[b]).sqrt() + EPS_CKA)
+        kmx = s.gram.double() * mx
+        kv = _gather(kmx, idx)  # K~[i, j] at j in NN_Y(i)
+        lv = t_vals * _gather(mx, idx)  # L~[i, j]
+        cross = (_gather(kmx * mx.T, idx) * t_cross).sum((1, 2))
+        col_k = torch.zeros(len(tgt), n, dtype=torch.float64, device=dev).scatter_add_(
+            1, flat_idx, kv.reshape(len(tgt), -1))
+        sum_kl = (col_k * lv.sum(2)).sum(1)
+        hsic = _unbiased_hsic_terms(cross, kv.sum((1, 2)), lv.sum((1, 2)), sum_kl, n)
+        out[a] = hsic / ((_cknna_self(s, k) * self_t).sqrt() + EPS_CKA)
     return out
+
+
+def default_max_bytes(device: str) -> int:
+    """Memory budget for the n x n matrices of one job: 4 GiB on CPU, 70% of free GPU memory."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(0.7 * free)
+    return 4 << 30
 
 
 def score_matrices(
     sources: Sequence, targets: Sequence, metrics: str | Sequence[str] = "all",
-    device: str = "cpu", max_bytes: int = 2 << 30,
+    device: str = "cpu", max_bytes: int | None = None, dtype: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Scores of every (source, target) pair for each metric.
 
     Parameters
     ----------
-    sources : sequence of arrays of shape (n_stimuli, d_i)
-    targets : sequence of arrays of shape (n_stimuli, v_j)
-    metrics : metric names, ``'all'``, or family names
+    sources : sequence of S arrays of shape (n_stimuli, d_i) (numpy or torch)
+    targets : sequence of T arrays of shape (n_stimuli, v_j)
+    metrics : metric names, ``'all'``, family names or glob patterns
     device : ``'cpu'`` or a CUDA device
-    max_bytes : memory budget for stacked kernels; peak memory is about
-        ``(S + T) * n^2 * 8`` bytes for the Gram/distance summaries plus
-        ``max_bytes`` for the kernel stacks (S sources, T targets, n stimuli).
+    max_bytes : memory budget for n x n matrices (default :func:`default_max_bytes`)
+    dtype : storage of n x n matrices, ``'float64'`` (default on CPU) or
+        ``'float32'`` (default on CUDA; products are still summed in float64)
 
-    Returns ``{metric: array of shape (len(sources), len(targets))}``.
+    Memory: with b bytes per element (8 or 4), the source summaries take
+    ``2 S n^2 b`` (Gram + distances), and targets are processed in chunks of
+    ``c`` with ``(2 c + r) n^2 b <= max_bytes``, r kernels being stacked per
+    product; peak ~ ``(2 S + 2 c + r) n^2 b`` plus O((S + c) n k) for neighbour
+    lists. Example: n = 8,859, S = 36 layers, float32: 22.6 GB for the sources
+    plus 0.31 GB per target or stacked kernel.
+
+    Returns ``{metric: array of shape (S, T)}``.
     """
     import torch
 
@@ -300,15 +352,30 @@ def score_matrices(
     k_max = max([s.param for s in specs if s.family != "cka"], default=0)
     if k_max >= n:
         raise ValueError(f"k = {k_max} needs more than k stimuli, got n = {n}; drop that metric or add stimuli")
-    src = [summarise(x, need_d2, k_max) for x in src_t]
-    tgt = [summarise(y, need_d2, k_max) for y in tgt_t]
-    fns: dict[str, Callable] = {
-        "cka": lambda p: _cka_scores(src, tgt, p, max_bytes),
-        "cknna": lambda p: _cknna_scores(src, tgt, p),
-        "mutual_knn": lambda p: _mutual_knn_scores(src, tgt, p),
-        "cycle_knn": lambda p: _cycle_knn_scores(src, tgt, p),
-    }
-    return {s.name: fns[s.family](s.param).cpu().numpy() for s in specs}
+    if dtype is None:
+        dtype = "float32" if str(device).startswith("cuda") else "float64"
+    store = getattr(torch, dtype)
+    max_bytes = max_bytes or default_max_bytes(device)
+    per_matrix = n * n * store.itemsize
+    src = [summarise(x, need_d2, k_max, store) for x in src_t]
+    budget_rows = max(3, max_bytes // per_matrix)  # n x n matrices we may hold beyond the sources
+    chunk = max(1, min(len(tgt_t), (budget_rows - 1) // 3))
+    kernel_rows = max(2, budget_rows - 2 * chunk)
+    out = {s.name: np.empty((len(src_t), len(tgt_t))) for s in specs}
+    for j in range(0, len(tgt_t), chunk):
+        tgt = [summarise(y, need_d2, k_max, store) for y in tgt_t[j : j + chunk]]
+        for spec in specs:
+            if spec.family == "cka":
+                mat = _cka_scores(src, tgt, spec.param, kernel_rows)
+            elif spec.family == "cknna":
+                mat = _cknna_scores(src, tgt, spec.param)
+            elif spec.family == "mutual_knn":
+                mat = _mutual_knn_scores(src, tgt, spec.param)
+            else:
+                mat = _cycle_knn_scores(src, tgt, spec.param)
+            out[spec.name][:, j : j + len(tgt)] = mat.cpu().numpy()
+        del tgt
+    return out
 
 
 def align(source: Mapping, target: Mapping, metrics: str | Sequence[str] = "all", device: str = "cpu"):
