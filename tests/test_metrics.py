@@ -224,9 +224,10 @@ def test_cka_chunking(kind, max_bytes):
     sources, targets = dataset(kind, N_SMALL)
     cka = tuple(f"cka_{s}" for s in CKA_SIGMAS)
     chunked = engine(kind, N_SMALL, cka, max_bytes)
+    # float32 kernels: another chunking changes only the float32 rounding of partial sums
     default = engine(kind, N_SMALL, tuple(SMALL_METRICS))
     for name in cka:
-        np.testing.assert_allclose(chunked[name], default[name], rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(chunked[name], default[name], rtol=0, atol=1e-6, err_msg=name)
     for name in ("cka_12", "cka_52", "cka_100"):
         assert_close(f"{name} [{kind}, max_bytes={max_bytes}]", chunked[name], ref_matrix(name, sources, targets))
 
@@ -238,8 +239,8 @@ def test_single_source_many_targets():
     one_src = score_matrices(sources[1:2], targets, SMALL_METRICS, max_bytes=1)
     one_tgt = score_matrices(sources, targets[2:3], SMALL_METRICS)
     for name in SMALL_METRICS:
-        np.testing.assert_allclose(one_src[name], full[name][1:2], rtol=0, atol=1e-12, err_msg=name)
-        np.testing.assert_allclose(one_tgt[name], full[name][:, 2:3], rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(one_src[name], full[name][1:2], rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(one_tgt[name], full[name][:, 2:3], rtol=0, atol=1e-6, err_msg=name)
 
 
 # ----------------------------------------------------------------------------- 2. identical inputs

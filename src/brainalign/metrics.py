@@ -105,9 +105,16 @@ def squared_distances(gram):
 
 
 def centred_kernel(d2, sigma: float):
-    """``H K H`` for the RBF kernel of bandwidth ``sigma`` on squared distances ``d2``."""
-    k = (-d2 / (2.0 * sigma * sigma)).exp()
-    return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
+    """``H K H`` for the RBF kernel of bandwidth ``sigma`` on squared distances ``d2``.
+
+    ``d2`` must be symmetric (then row and column means agree); computed in place
+    in one new buffer.
+    """
+    import torch
+
+    k = torch.mul(d2, -1.0 / (2.0 * sigma * sigma)).exp_()
+    r = k.mean(1)
+    return k.sub_(r[:, None]).sub_(r[None, :]).add_(r.mean())
 
 
 TIE_TOLERANCE = 1e-9
@@ -128,17 +135,25 @@ def neighbour_lists(gram, k: int):
     if k >= n:
         raise ValueError(f"k = {k} needs more than k stimuli, got n = {n}")
     scale = gram.abs().max().clamp_min(torch.finfo(gram.dtype).tiny) * TIE_TOLERANCE
-    g = torch.round(gram / scale)
-    g.fill_diagonal_(float("-inf"))
-    return torch.sort(g, dim=1, descending=True, stable=True).indices[:, :k]
+    q = torch.round(gram.double() / scale)  # |q| <= 1e9
+    # one exact float64 key per entry: rounded value first, then the lower index
+    # (|key| < 1e9 * 2^14 + n < 2^53 for n < 16,384; larger n sorts stably instead)
+    cols = torch.arange(n, device=gram.device, dtype=torch.float64)
+    if n < (1 << 14):
+        key = q * (1 << 14) + (n - 1 - cols)[None, :]
+        key.fill_diagonal_(float("-inf"))
+        return torch.topk(key, k, dim=1).indices
+    q.fill_diagonal_(float("-inf"))
+    return torch.sort(q, dim=1, descending=True, stable=True).indices[:, :k]
 
 
-def neighbour_mask(idx, n: int):
-    """Dense 0/1 mask (n, n) with ``mask[i, j] = 1`` for j in ``idx[i]``."""
+def neighbour_mask(idx, n: int, dtype=None):
+    """Dense 0/1 mask (n, n) with ``mask[i, j] = 1`` for j in ``idx[i]`` (float64 unless ``dtype``)."""
     import torch
 
-    mask = torch.zeros(n, n, dtype=torch.float64, device=idx.device)
-    return mask.scatter_(1, idx, 1.0)
+    dtype = dtype or torch.float64
+    mask = torch.zeros(n, n, dtype=dtype, device=idx.device)
+    return mask.scatter_(1, idx, torch.ones_like(idx, dtype=dtype))
 
 
 def _unbiased_hsic_terms(term_cross, sum_k, sum_l, sum_kl, n: int):
@@ -170,6 +185,7 @@ def summarise(x, need_d2: bool, k_max: int, dtype=None):
 
     z = zscore(x.double())
     gram = z @ z.T
+    gram = (gram + gram.T) / 2  # exactly symmetric, whatever the BLAS kernel did
     idx = neighbour_lists(gram, k_max) if k_max > 0 else None
     d2 = squared_distances(gram) if need_d2 else None
     dtype = dtype or torch.float64
@@ -193,29 +209,39 @@ def _inner_products(a, b):
     return out
 
 
-def _cka_scores(src: list[Summary], tgt: list[Summary], sigma: float, max_rows: int):
-    """CKA for every (source, target) pair: matrix products of stacked centred kernels.
+def _stacked_products(src, tgt, vector, max_rows: int):
+    """``<vector(a), vector(b)>`` for every source a and target b, in float64.
 
-    ``max_rows`` bounds how many n x n centred kernels are held at once.
+    ``vector(summary)`` gives one flattened n x n matrix; at most ``max_rows`` of
+    them are held at once, stacked so that each block of pairs is one matrix
+    product. Returns ``(products (S, T), self-products of sources (S,), of targets (T,))``.
     """
     import torch
 
     def stack(sums):
-        kc = torch.stack([centred_kernel(s.d2, sigma).reshape(-1) for s in sums])
-        return kc, (kc.double() ** 2).sum(1) if kc.dtype == torch.float64 else _self_hsic(kc)
+        v = torch.stack([vector(s).reshape(-1) for s in sums])
+        return v, _self_hsic(v)
 
     rows_t = min(len(tgt), max(1, max_rows // 2))
     rows_s = max(1, max_rows - rows_t)
-    out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=src[0].gram.device)
+    dev = src[0].gram.device
+    out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=dev)
+    self_s = torch.empty(len(src), dtype=torch.float64, device=dev)
+    self_t = torch.empty(len(tgt), dtype=torch.float64, device=dev)
     for j in range(0, len(tgt), rows_t):
-        b, bb = stack(tgt[j : j + rows_t])
+        b, self_t[j : j + rows_t] = stack(tgt[j : j + rows_t])
         for i in range(0, len(src), rows_s):
-            a, aa = stack(src[i : i + rows_s])
-            hsic = _inner_products(a, b)
-            out[i : i + rows_s, j : j + rows_t] = hsic / ((aa[:, None] * bb[None, :]).sqrt() + EPS_CKA)
+            a, self_s[i : i + rows_s] = stack(src[i : i + rows_s])
+            out[i : i + rows_s, j : j + rows_t] = _inner_products(a, b)
             del a
         del b
-    return out
+    return out, self_s, self_t
+
+
+def _cka_scores(src: list[Summary], tgt: list[Summary], sigma: float, max_rows: int):
+    """CKA for every pair: ``HSIC(K, L) = sum(Kc * Lc)``, all pairs by stacked matrix products."""
+    hsic, kk, ll = _stacked_products(src, tgt, lambda s: centred_kernel(s.d2, sigma), max_rows)
+    return hsic / ((kk[:, None] * ll[None, :]).sqrt() + EPS_CKA)
 
 
 def _self_hsic(kc):
@@ -237,17 +263,17 @@ def _gather(mat, idx):
     return mat[rows, idx]
 
 
-def _mutual_knn_scores(src, tgt, k: int):
-    """mean_i |NN_X(i) & NN_Y(i)| / k, by gathering X's mask at Y's neighbours: O(n k) a pair."""
+def _mutual_knn_scores(src, tgt, k: int, max_rows: int):
+    """mean_i |NN_X(i) & NN_Y(i)| / k = <MX, MY> / (n k): stacked products of 0/1 masks.
+
+    Counts are integers below 2^24, so float32 products are exact.
+    """
     import torch
 
     n = src[0].gram.shape[0]
-    idx = torch.stack([t.idx[:, :k] for t in tgt])  # (T, n, k)
-    out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=idx.device)
-    for a, s in enumerate(src):
-        mx = neighbour_mask(s.idx[:, :k], n)
-        out[a] = _gather(mx, idx).sum((1, 2)) / (n * k)
-    return out
+    counts, _, _ = _stacked_products(
+        src, tgt, lambda s: neighbour_mask(s.idx[:, :k], n, torch.float32), max_rows)
+    return counts / (n * k)
 
 
 def _cycle_knn_scores(src, tgt, k: int):
@@ -258,17 +284,27 @@ def _cycle_knn_scores(src, tgt, k: int):
     idx = torch.stack([t.idx[:, :k] for t in tgt])
     out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=idx.device)
     for a, s in enumerate(src):
-        mxt = neighbour_mask(s.idx[:, :k], n).T
-        out[a] = (_gather(mxt, idx).amax(2) > 0).double().mean(1)
+        mxt = neighbour_mask(s.idx[:, :k], n, torch.bool).T
+        out[a] = _gather(mxt, idx).any(2).double().mean(1)
     return out
 
 
 def _cknna_self(s: Summary, k: int):
-    """Unbiased HSIC of X's masked kernel with itself (mask: X's top-k alone)."""
+    """Unbiased HSIC of X's masked kernel with itself (mask: X's top-k alone), in O(n k).
+
+    K~ = K * MX is nonzero only at (i, j in NN(i)); K~^T at (i, j) is nonzero where
+    i is also in NN(j).
+    """
+    import torch
+
     n = s.gram.shape[0]
-    m = neighbour_mask(s.idx[:, :k], n)
-    kt = s.gram.double() * m
-    return _unbiased_hsic_terms((kt * kt.T).sum(), kt.sum(), kt.sum(), (kt.sum(0) * kt.sum(1)).sum(), n)
+    idx = s.idx[:, :k]
+    rows = torch.arange(n, device=idx.device)[:, None]
+    kv = s.gram[rows, idx].double()  # K~[i, j]
+    back = neighbour_mask(idx, n, torch.bool).T[rows, idx]  # MX[j, i]
+    col = torch.zeros(n, dtype=torch.float64, device=idx.device).index_add_(0, idx.reshape(-1), kv.reshape(-1))
+    total = kv.sum()
+    return _unbiased_hsic_terms((kv * kv * back).sum(), total, total, (col * kv.sum(1)).sum(), n)
 
 
 def _cknna_scores(src, tgt, k: int):
@@ -281,8 +317,8 @@ def _cknna_scores(src, tgt, k: int):
     idx = torch.stack([t.idx[:, :k] for t in tgt])  # (T, n, k)
     self_t = torch.stack([_cknna_self(t, k) for t in tgt])
     t_vals = torch.stack([_gather(t.gram.double(), t.idx[None, :, :k])[0] for t in tgt])  # L[i, j], j in NN_Y(i)
-    t_cross = torch.stack([  # L[j, i] MY[j, i] (L symmetric)
-        _gather(t.gram.double() * neighbour_mask(t.idx[:, :k], n).T, t.idx[None, :, :k])[0] for t in tgt
+    t_cross = t_vals * torch.stack([  # L[j, i] MY[j, i] (L symmetric)
+        _gather(neighbour_mask(t.idx[:, :k], n, torch.bool).T, t.idx[None, :, :k])[0] for t in tgt
     ])
     flat_idx = idx.reshape(len(tgt), -1)
     out = torch.empty(len(src), len(tgt), dtype=torch.float64, device=dev)
@@ -323,8 +359,8 @@ def score_matrices(
     metrics : metric names, ``'all'``, family names or glob patterns
     device : ``'cpu'`` or a CUDA device
     max_bytes : memory budget for n x n matrices (default :func:`default_max_bytes`)
-    dtype : storage of n x n matrices, ``'float64'`` (default on CPU) or
-        ``'float32'`` (default on CUDA; products are still summed in float64)
+    dtype : storage of the n x n matrices, ``'float32'`` (default; products and
+        sums are still accumulated in float64) or ``'float64'``
 
     Memory: with b bytes per element (8 or 4), the source summaries take
     ``2 S n^2 b`` (Gram + distances), and targets are processed in chunks of
@@ -353,7 +389,7 @@ def score_matrices(
     if k_max >= n:
         raise ValueError(f"k = {k_max} needs more than k stimuli, got n = {n}; drop that metric or add stimuli")
     if dtype is None:
-        dtype = "float32" if str(device).startswith("cuda") else "float64"
+        dtype = "float32"
     store = getattr(torch, dtype)
     max_bytes = max_bytes or default_max_bytes(device)
     per_matrix = n * n * store.itemsize
@@ -370,7 +406,7 @@ def score_matrices(
             elif spec.family == "cknna":
                 mat = _cknna_scores(src, tgt, spec.param)
             elif spec.family == "mutual_knn":
-                mat = _mutual_knn_scores(src, tgt, spec.param)
+                mat = _mutual_knn_scores(src, tgt, spec.param, kernel_rows)
             else:
                 mat = _cycle_knn_scores(src, tgt, spec.param)
             out[spec.name][:, j : j + len(tgt)] = mat.cpu().numpy()
