@@ -9,8 +9,9 @@ s = snakemake  # noqa: F821
 
 
 def stage():
-    tables = {Path(f).name.split("_")[0]: pd.read_parquet(f) for f in s.input.tables}
-    performance_figure(tables, s.params.benchmarks, s.params.metric, s.params.pooling,
+    scores = {Path(f).stem.rsplit("_", 1)[1]: pd.read_csv(f) for f in s.input.scores}
+    pooling = str(next(iter(scores.values()))["pooling"].iloc[0])
+    performance_figure(scores, s.params.benchmarks, s.params.metric, pooling,
                        s.output.png, s.output.pdf, s.output.csv)
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.workflow
 
 FIGURE = "results/figures/performance/brain_score_vs_benchmark.png"
 EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "features": 4, "align": 16, "aggregate": 2,
-                 "figure_performance": 1, "all": 1, "total": 33}
+                 "model_scores": 2, "correlation_stats": 1, "figure_performance": 1, "all": 1, "total": 36}
 
 
 def test_dry_run_lists_jobs_per_rule_and_runs_nothing(tmp_path):
@@ -166,3 +166,31 @@ def test_missing_nsd_file_fails_with_its_path(tmp_path):
     proc = snakemake(work, "-n", "--cores", "2", "--config", f"nsd_root={nsd}", check=False)
     assert proc.returncode != 0
     assert str(nsd / "nsddata/experiments/nsd/nsd_expdesign.mat") in proc.stdout
+
+
+def test_precomputed_mode_reproduces_the_papers_statistics(tmp_path):
+    """config/paper.yaml: the headline table from the paper's own per-model scores, no fMRI."""
+    from brainalign.stats import load_paper_target
+
+    work = copy_workflow(tmp_path)
+    target = "results/stats/correlation_sigma36.csv"
+    run = snakemake(work, "--cores", "2", target, "--configfile", "config/paper.yaml")
+    assert job_counts(run.stdout) == {"model_scores": 2, "correlation_stats": 1, "total": 3}
+    got = pd.read_csv(work / target, index_col=0, dtype=str, keep_default_na=False)
+    want = load_paper_target("correlation_36.csv")
+    assert got.columns.tolist() == want.columns.tolist()
+    assert got[["Model Category", "Metric", "Model Count"]].equals(want[["Model Category", "Metric", "Model Count"]])
+    headline = got.set_index("Metric")
+    assert headline.loc["Average ⬆️", "Pearson r"] == "0.89"  # r = 0.885 (language, n = 36)
+    assert headline.loc["imagenet", "Pearson r"] == "0.53"  # r = 0.531 (vision, n = 594)
+    # Every row to 2 decimals, but two the paper cannot define: its vision "score" CI is NaN
+    # (float rounding put r above 1), which also makes its Average CI NaN, and its
+    # "Combined (Standardized)" row is not described anywhere.
+    numeric = pd.read_csv(work / "results/stats/correlation_sigma36_numeric.csv")
+    assert numeric.loc[numeric.metric == "Average ⬆️", "pearson_r"].item() == pytest.approx(0.885, abs=5e-4)
+    assert numeric.loc[numeric.metric == "imagenet", "pearson_r"].item() == pytest.approx(0.5305, abs=5e-4)
+    comparable = ~want["Metric"].isin(["Combined"])
+    for col in ("Pearson r", "Spearman ρ", "Spearman 95% CI"):
+        assert got.loc[comparable, col].tolist() == want.loc[comparable, col].tolist(), col
+    ci = ~want["Metric"].isin(["Combined", "score", "Average"])
+    assert got.loc[ci, "95% CI"].tolist() == want.loc[ci, "95% CI"].tolist()

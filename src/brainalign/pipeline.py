@@ -157,3 +157,45 @@ def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> Non
         raise InputError(f"{out}: no alignment results to aggregate (the config lists no models of this modality)")
     table = pd.concat(frames, ignore_index=True)
     write_parquet(table, out)
+
+
+def measured_model_scores(table_path: Path, pooling: str, out: Path) -> None:
+    """One row per model: its brain score for every ``cka_*`` metric of the table (pooled as
+    ``pooling`` says), ``arch`` and the benchmark columns; the format of the paper's score tables."""
+    from brainalign.analysis import brain_scores
+
+    table = pd.read_parquet(table_path)
+    per_model = table.drop_duplicates("src_model").set_index("src_model")
+    bench_cols = [c for c in per_model.columns if c not in TABLE_COLUMNS]
+    out_df = pd.DataFrame(index=per_model.index)
+    cka = sorted((m for m in table["metric"].unique() if m.startswith("cka_")), key=lambda m: int(m[4:]))
+    for metric in cka:
+        scores = brain_scores(table, metric, pooling).set_index("src_model")["brain_score"]
+        out_df[metric] = scores
+    out_df = out_df.join(per_model[bench_cols])
+    out_df.index.name = "model"
+    out_df["pooling"] = pooling
+    write_csv(out_df.reset_index(), out)
+
+
+def paper_model_scores(modality: str, out: Path) -> None:
+    """The paper's own per-model scores (precomputed mode), as shipped with the package."""
+    from brainalign.stats import load_paper_scores
+
+    df = load_paper_scores(modality)
+    df["pooling"] = "paper (published per-model scores)"
+    write_csv(df, out)
+
+
+def correlation_stats(vision_scores: Path, language_scores: Path, sigma: int, out: Path, numeric_out: Path) -> None:
+    """The paper's headline statistics table for kernel size ``sigma`` (``results/stats/``)."""
+    from brainalign.stats import format_table, paper_table
+
+    col = f"cka_{sigma}"
+    vision, language = pd.read_csv(vision_scores), pd.read_csv(language_scores)
+    for name, df in (("vision", vision), ("language", language)):
+        if col not in df.columns:
+            raise InputError(f"{name} model scores have no {col} (metrics in the config must include it)")
+    table = paper_table(language, vision, score_col=col)
+    write_csv(table, numeric_out)
+    write_csv(format_table(table), out, index=True)

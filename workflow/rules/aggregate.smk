@@ -15,3 +15,55 @@ rule aggregate:
         "../../envs/analysis.yaml"
     script:
         "../../scripts/aggregate.py"
+
+
+# One score per model (every cka_* kernel size) with its benchmarks: measured from the tables,
+# or the paper's own published scores in precomputed mode (config/paper.yaml).
+if SCORES_FROM == "paper":
+
+    rule model_scores:
+        output:
+            f"{RESULTS}/stats/model_scores_{{modality}}.csv",
+        log:
+            f"{RESULTS}/logs/model_scores/{{modality}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/model_scores/{{modality}}.tsv"
+        conda:
+            "../../envs/analysis.yaml"
+        script:
+            "../../scripts/model_scores.py"
+
+else:
+
+    rule model_scores:
+        input:
+            table=f"{RESULTS}/tables/{{modality}}_all.parquet",
+        output:
+            f"{RESULTS}/stats/model_scores_{{modality}}.csv",
+        params:
+            pooling=ANALYSIS["pooling"],
+        log:
+            f"{RESULTS}/logs/model_scores/{{modality}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/model_scores/{{modality}}.tsv"
+        conda:
+            "../../envs/analysis.yaml"
+        script:
+            "../../scripts/model_scores.py"
+
+
+rule correlation_stats:
+    input:
+        vision=f"{RESULTS}/stats/model_scores_vision.csv",
+        language=f"{RESULTS}/stats/model_scores_language.csv",
+    output:
+        table=f"{RESULTS}/stats/correlation_sigma{{sigma}}.csv",
+        numeric=f"{RESULTS}/stats/correlation_sigma{{sigma}}_numeric.csv",
+    log:
+        f"{RESULTS}/logs/stats/correlation_sigma{{sigma}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/correlation_sigma{{sigma}}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/correlation_stats.py"

@@ -17,7 +17,10 @@ SPLIT = config["split"]
 SUBJECTS = list(config["subjects"])
 REGISTRY_FILE = config.get("model_registry", "config/models.yaml")
 DEVICE = config["device"]
-USE_GPU = DEVICE.startswith("cuda")
+# auto: GPU jobs ask the scheduler for a GPU and use it when one is visible, else the CPU
+USE_GPU = DEVICE.startswith("cuda") or DEVICE == "auto"
+# fmri: measure everything from NSD and the models; paper: start from the paper's per-model scores
+SCORES_FROM = config.get("scores_from", "fmri")
 ANALYSIS = {
     "metric": "cka_36",
     "pooling": "max_roi_mean_layer",
@@ -57,6 +60,7 @@ wildcard_constraints:
     subject=r"subj0[1-8]",
     split=r"paper|shared1000|all",
     modality=r"vision|language",
+    sigma=r"\d+",
 
 
 def model_gpus(wildcards):
@@ -75,10 +79,32 @@ def table_files():
     return [f"{RESULTS}/tables/{mod}_all.parquet" for mod in ("vision", "language") if MODELS[mod]]
 
 
+def score_modalities():
+    if SCORES_FROM == "paper":
+        return ["vision", "language"]
+    return [mod for mod in ("vision", "language") if MODELS[mod]]
+
+
+def score_files():
+    return [f"{RESULTS}/stats/model_scores_{mod}.csv" for mod in score_modalities()]
+
+
+def stats_files():
+    if set(score_modalities()) != {"vision", "language"}:
+        return []
+    if SCORES_FROM == "paper":
+        sigmas = [20, 28, 36, 44, 52, 60, 68, 76, 84, 92, 100]
+    else:  # the analysis metric's kernel size; any other is one target away
+        sigmas = [int(ANALYSIS["metric"][4:])] if ANALYSIS["metric"] in METRICS else []
+    return [f"{RESULTS}/stats/correlation_sigma{s}.csv" for s in sigmas]
+
+
 def figure_files():
     stem = f"{RESULTS}/figures/performance/brain_score_vs_benchmark"
     return [f"{stem}.png", f"{stem}.pdf", f"{stem}.csv"]
 
 
 def all_targets():
-    return table_files() + figure_files()
+    if SCORES_FROM == "paper":
+        return stats_files() + figure_files()
+    return table_files() + stats_files() + figure_files()

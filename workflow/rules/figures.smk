@@ -3,7 +3,7 @@
 
 rule figure_performance:
     input:
-        tables=table_files(),
+        scores=score_files(),
     output:
         png=f"{RESULTS}/figures/performance/brain_score_vs_benchmark.png",
         pdf=f"{RESULTS}/figures/performance/brain_score_vs_benchmark.pdf",

@@ -1,0 +1,215 @@
+"""SLURM: profiles/slurm without a cluster (dry-run), and the profiles on a real one-node cluster.
+
+The cluster tests start cluster/start.sh (root; installs slurm-wlm/munge/mariadb with apt-get if
+missing, ~20 s cold, ~3 s warm) and run the toy workflow cluster/toy.smk through
+profiles/slurm-test. Every subprocess has a hard timeout (SIGKILL on expiry). Skipped when not
+root or BRAINALIGN_SKIP_SLURM=1. Leaves the cluster running when it was running before.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import pandas as pd
+from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts
+
+from test_workflow import EXPECTED_JOBS
+SLURM_COMMANDS = {"sbatch", "srun", "salloc", "sinfo", "squeue", "sacct", "sacctmgr", "scontrol", "scancel",
+                  "sshare", "sstat", "sprio", "sreport", "sdiag", "sattach", "sbcast", "strigger", "scrontab"}
+
+
+def run(cmd, *, env=None, cwd=None, timeout=120):
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+def path_without_slurm(tmp_path: Path) -> str:
+    """A PATH of symlinks to every command on PATH except SLURM's client commands."""
+    bindir = tmp_path / "noslurm-bin"
+    bindir.mkdir()
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            if name not in SLURM_COMMANDS and not (bindir / name).exists():
+                (bindir / name).symlink_to(os.path.join(d, name))
+    return f"{Path(SNAKEMAKE).parent}{os.pathsep}{bindir}"
+
+
+def test_slurm_profile_dry_run_needs_no_cluster(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    env["PATH"] = path_without_slurm(tmp_path)
+    proc = run([SNAKEMAKE, "-n", "--profile", REPO / "profiles/slurm"], env=env, cwd=work, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert job_counts(proc.stdout) == EXPECTED_JOBS
+    assert "gpu=1" in proc.stdout  # the profile's device=cuda makes features/align request a GPU
+    assert not (work / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    if os.environ.get("BRAINALIGN_SKIP_SLURM") == "1":
+        pytest.skip("BRAINALIGN_SKIP_SLURM=1")
+    if os.geteuid() != 0:
+        pytest.skip("cluster/start.sh needs root")
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        pytest.skip("no Slurm and no apt-get")
+    proc = subprocess.run([str(REPO / "cluster/start.sh")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"cluster/start.sh failed:\n{proc.stderr[-3000:]}"
+    was_running = "slurmctld: already running" in proc.stderr
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["SLURM_CONF"] = proc.stdout.strip().rpartition("=")[2]
+    yield env
+    if not was_running:
+        subprocess.run([str(REPO / "cluster/stop.sh")], capture_output=True, timeout=180)
+
+
+def cancel_jobs_in(workdir: Path, env) -> None:
+    """scancel whatever a test left queued or running in ``workdir``."""
+    out = run(["squeue", "-h", "-o", "%i %Z"], env=env, timeout=30).stdout
+    ids = [line.split()[0] for line in out.splitlines() if line.split()[1:] == [str(workdir)]]
+    if ids:
+        run(["scancel", *ids], env=env, timeout=30)
+
+
+@pytest.fixture
+def toy(tmp_path, slurm_env):
+    work = tmp_path / "toy"
+    work.mkdir()
+    shutil.copy(REPO / "cluster/toy.smk", work / "Snakefile")
+    yield work
+    cancel_jobs_in(work, slurm_env)
+
+
+def toy_snakemake(work, env, *args, timeout=300):
+    return run([SNAKEMAKE, "--profile", REPO / "profiles/slurm-test", "--jobs", "2", *args],
+               env=env, cwd=work, timeout=timeout)
+
+
+@pytest.mark.slurm
+def test_cluster_smoke(slurm_env):
+    proc = run([REPO / "cluster/check.sh"], env=slurm_env, timeout=180)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.slurm
+def test_toy_workflow_runs_through_slurm_with_gpus(toy, slurm_env):
+    proc = toy_snakemake(toy, slurm_env, "--verbose")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    calls = [line for line in proc.stdout.splitlines() if line.startswith("sbatch call:")]
+    gpu_calls = [c for c in calls if "--comment rule_features" in c or "--comment rule_align" in c]
+    cpu_calls = [c for c in calls if "--comment rule_a " in c or "--comment rule_b " in c]
+    assert len(gpu_calls) == 2 and len(cpu_calls) == 2, calls
+    assert all("--gpus=1" in c and "--cpus-per-gpu=1" in c for c in gpu_calls), gpu_calls
+    assert not any("--gpus" in c for c in cpu_calls), cpu_calls
+    assert all(" -A brainalign " in c and " -p debug " in c for c in calls), calls
+    for line in (toy / "align.txt").read_text().splitlines():
+        assert line.split()[1].partition("=")[2].isdigit(), line  # gpus=<CUDA_VISIBLE_DEVICES>
+
+
+@pytest.mark.slurm
+def test_retry_gets_more_memory(toy, slurm_env):
+    proc = toy_snakemake(toy, slurm_env, "--config", "min_mem=2000", "--retries", "1")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "mem_mb=3000" in (toy / "a.txt").read_text()  # attempt 1 had 1500 and failed
+
+
+@pytest.mark.slurm
+def test_scancel_fails_the_run_and_a_rerun_completes(toy, slurm_env):
+    cmd = [SNAKEMAKE, "--profile", str(REPO / "profiles/slurm-test"), "--jobs", "2", "--config", "sleep=300"]
+    sm = subprocess.Popen(cmd, cwd=toy, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job, deadline = None, time.monotonic() + 120
+        while job is None and time.monotonic() < deadline:
+            out = run(["squeue", "-h", "-t", "running", "-o", "%i %k %Z"], env=slurm_env, timeout=30).stdout
+            job = next((f[0] for f in map(str.split, out.splitlines()) if f[1:] == ["rule_a", str(toy)]), None)
+            time.sleep(1)
+        assert job, "rule a never started running"
+        time.sleep(2)
+        run(["scancel", job], env=slurm_env, timeout=30)
+        output, _ = sm.communicate(timeout=180)
+    finally:
+        if sm.poll() is None:
+            sm.kill()
+            sm.communicate()
+    assert sm.returncode != 0, output[-4000:]
+    assert f"SLURM-job '{job}' failed, SLURM status is: 'CANCELLED'" in output, output[-4000:]
+    assert not (toy / "a.txt").exists()
+
+    proc = toy_snakemake(toy, slurm_env)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert (toy / "b.txt").exists() and (toy / "align.txt").exists()
+
+
+TABLE_KEY = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature"]
+
+
+def assert_tables_equal(work: Path, reference: Path) -> None:
+    for modality in ("vision", "language"):
+        got = pd.read_parquet(work / f"results/tables/{modality}_all.parquet")
+        want = pd.read_parquet(reference / f"results/tables/{modality}_all.parquet")
+        pd.testing.assert_frame_equal(got.sort_values(TABLE_KEY).reset_index(drop=True),
+                                      want.sort_values(TABLE_KEY).reset_index(drop=True))
+
+
+def demo_snakemake(work, env, *args, timeout=1500):
+    return run([SNAKEMAKE, "--profile", REPO / "profiles/slurm-test", *args], env=env, cwd=work, timeout=timeout)
+
+
+@pytest.mark.slurm
+def test_demo_workflow_through_slurm_equals_local_run(demo_run, slurm_env, tmp_path):
+    """The whole demo through real sbatch: GPU rules ask for a GPU, the tables equal a local run."""
+    work = copy_workflow(tmp_path / "slurm_demo")
+    proc = demo_snakemake(work, slurm_env, "--verbose")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert job_counts(proc.stdout) == EXPECTED_JOBS
+    calls = [line for line in proc.stdout.splitlines() if line.startswith("sbatch call:")]
+    gpu_calls = [c for c in calls if "--comment rule_features" in c or "--comment rule_align" in c]
+    other_calls = [c for c in calls if c not in gpu_calls]
+    assert len(gpu_calls) == 4 + 16, calls
+    assert all("--gpus=1" in c for c in gpu_calls), gpu_calls
+    assert other_calls and not any("--gpus" in c for c in other_calls), other_calls
+    assert_tables_equal(work, demo_run)
+
+
+@pytest.mark.slurm
+def test_scancel_mid_run_fails_and_rerun_does_only_the_rest(demo_run, slurm_env, tmp_path):
+    """A job cancelled with scancel fails the run; a rerun with the profile does only what is missing."""
+    work = copy_workflow(tmp_path / "slurm_fault")
+    for part in ("mini_nsd", "stimuli", "brain", "features"):
+        shutil.copytree(demo_run / "results" / part, work / "results" / part)
+    cmd = [SNAKEMAKE, "--profile", str(REPO / "profiles/slurm-test")]
+    sm = subprocess.Popen(cmd, cwd=work, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job, deadline = None, time.monotonic() + 300
+        while job is None and time.monotonic() < deadline:
+            out = run(["squeue", "-h", "-t", "running", "-o", "%i %k %Z"], env=slurm_env, timeout=30).stdout
+            job = next((f[0] for f in map(str.split, out.splitlines())
+                        if len(f) == 3 and f[1].startswith("rule_align") and f[2] == str(work)), None)
+            time.sleep(0.3)
+        assert job, "no align job ever ran"
+        run(["scancel", job], env=slurm_env, timeout=30)
+        output, _ = sm.communicate(timeout=600)
+    finally:
+        if sm.poll() is None:
+            sm.kill()
+            sm.communicate()
+    assert sm.returncode != 0, output[-4000:]
+    assert f"SLURM-job '{job}' failed" in output, output[-4000:]
+    finished = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
+    assert len(finished) < 16
+
+    proc = demo_snakemake(work, slurm_env)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    counts = job_counts(proc.stdout)
+    assert counts["align"] == 16 - len(finished)
+    assert "features" not in counts and "mini_nsd" not in counts
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    assert_tables_equal(work, demo_run)
