@@ -175,12 +175,12 @@ def _clustered(n, seed):
 DATASETS = {"gaussian": _gaussian, "readout": _readout, "clustered": _clustered}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dataset(kind, n):
     return DATASETS[kind](n, seed=list(DATASETS).index(kind) * 1000 + n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def engine(kind, n, metrics, max_bytes=2 << 30):
     sources, targets = dataset(kind, n)
     return score_matrices(sources, targets, list(metrics), max_bytes=max_bytes)
@@ -246,7 +246,7 @@ def test_single_source_many_targets():
 # ----------------------------------------------------------------------------- 2. identical inputs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wide(n):
     # low rank (3) in 300 columns: distances spread widely, so HSIC(K, K) >> 1e-6 even at sigma = 100
     # and CKA(X, X) = HSIC / (HSIC + 1e-6) is 1 to within 1e-5 (plain Gaussian noise is not enough)

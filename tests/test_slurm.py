@@ -14,17 +14,17 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import pandas as pd
+import pytest
 from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts
-
 from test_workflow import EXPECTED_JOBS
+
 SLURM_COMMANDS = {"sbatch", "srun", "salloc", "sinfo", "squeue", "sacct", "sacctmgr", "scontrol", "scancel",
                   "sshare", "sstat", "sprio", "sreport", "sdiag", "sattach", "sbcast", "strigger", "scrontab"}
 
 
 def run(cmd, *, env=None, cwd=None, timeout=120):
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, check=False,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
 
@@ -60,14 +60,14 @@ def slurm_env():
         pytest.skip("cluster/start.sh needs root")
     if not (shutil.which("slurmctld") or shutil.which("apt-get")):
         pytest.skip("no Slurm and no apt-get")
-    proc = subprocess.run([str(REPO / "cluster/start.sh")], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(REPO / "cluster/start.sh")], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, f"cluster/start.sh failed:\n{proc.stderr[-3000:]}"
     was_running = "slurmctld: already running" in proc.stderr
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["SLURM_CONF"] = proc.stdout.strip().rpartition("=")[2]
     yield env
     if not was_running:
-        subprocess.run([str(REPO / "cluster/stop.sh")], capture_output=True, timeout=180)
+        subprocess.run([str(REPO / "cluster/stop.sh")], capture_output=True, timeout=180, check=False)
 
 
 def cancel_jobs_in(workdir: Path, env) -> None:

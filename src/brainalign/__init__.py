@@ -6,5 +6,5 @@ stages live in :mod:`brainalign.pipeline`.
 
 from brainalign.metrics import ALL_METRICS, align
 
-__all__ = ["align", "ALL_METRICS"]
+__all__ = ["ALL_METRICS", "align"]
 __version__ = "0.1.0"

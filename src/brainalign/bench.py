@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from brainalign.metrics import CKA_SIGMAS, CKNNA_K, CYCLE_KNN_K, MUTUAL_KNN_K, METRICS, score_matrices
+from brainalign.metrics import CKA_SIGMAS, CKNNA_K, CYCLE_KNN_K, METRICS, MUTUAL_KNN_K, score_matrices
 
 FAMILIES = {
     "cka": [f"cka_{s}" for s in CKA_SIGMAS],

@@ -290,7 +290,7 @@ class LoadedModel:
         else:
             self.tokenizer, self.model = build_language_model(entry)
 
-    def extract(self, stimuli: "pd.DataFrame", stimuli_hdf5: Path,  # noqa: F821
+    def extract(self, stimuli: pd.DataFrame, stimuli_hdf5: Path,  # noqa: F821
                 batch_size: int = 32) -> tuple[list[str], list[np.ndarray], dict]:
         """Every layer for one stimulus set (columns ``nsd_id``, ``caption``)."""
         if self.entry.modality == "vision":
@@ -310,7 +310,7 @@ def load_model(entry: ModelEntry, device: str) -> LoadedModel:
     return LoadedModel(entry, device)
 
 
-def extract_model(entry: ModelEntry, stimuli: "pd.DataFrame", stimuli_hdf5: Path, device: str,  # noqa: F821
+def extract_model(entry: ModelEntry, stimuli: pd.DataFrame, stimuli_hdf5: Path, device: str,  # noqa: F821
                   batch_size: int = 32) -> tuple[list[str], list[np.ndarray], dict]:
     """Every layer of one registry model for one stimulus set (columns nsd_id, caption)."""
     return load_model(entry, device).extract(stimuli, stimuli_hdf5, batch_size)

@@ -48,8 +48,8 @@ def performance_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, st
         scores_m = pd.DataFrame({
             "src_model": per_model["model"],
             "brain_score": per_model[metric],
-            "benchmark": per_model[bench] if bench in per_model else np.nan,
-            "arch": per_model["arch"] if "arch" in per_model else None,
+            "benchmark": per_model.get(bench, np.nan),
+            "arch": per_model.get("arch"),
         })
         scores_m["modality"] = modality
         scores_m["benchmark_name"] = bench

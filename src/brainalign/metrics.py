@@ -25,7 +25,7 @@ O(n k) entries per pair. No pair ever forms an n x n x n product.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np

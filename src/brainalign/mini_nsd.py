@@ -101,7 +101,7 @@ def load_photo(spec: str) -> np.ndarray:
 
         img = load_sample_image(name)
     else:
-        import matplotlib.cbook as cbook
+        from matplotlib import cbook
         from PIL import Image
 
         img = np.asarray(Image.open(cbook.get_sample_data(name, asfileobj=False)))
@@ -239,7 +239,7 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
         if source is None:
             truth["parcels"][parcel] = None
             continue
-        model, names, layers = reps[source[0]]
+        model, names, _ = reps[source[0]]
         truth["parcels"][parcel] = {"modality": source[0], "model": model, "layer": source[1],
                                     "layer_name": names[source[1]], "n_layers": len(names)}
 

@@ -6,7 +6,6 @@ inputs, outputs and params; users can call them directly too.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -38,15 +37,15 @@ def make_mini_nsd(root: Path, registry: Path, vision_model: str, language_model:
              lookup(reg, language_model, "mini_nsd.language_model"), MiniNSDSpec(seed=seed))
 
 
-def mini_nsd_outputs(root: str, subjects: Sequence[str]) -> list[str]:
-    """Every file the mini-NSD generator writes (for the rule's output list)."""
+def mini_nsd_outputs(root: str) -> list[str]:
+    """Every file the mini-NSD generator writes but ``ground_truth.json`` (for the rule's outputs)."""
     from brainalign.mini_nsd import MiniNSDSpec
 
     spec = MiniNSDSpec()
     layout = NSDLayout(Path(root))
     n_sessions = math.ceil((spec.n_shared + spec.n_unique) * spec.repeats / spec.trials_per_session)
     files = [layout.expdesign, layout.stim_info, layout.stimuli, layout.parcel_table,
-             layout.captions("train2017"), layout.captions("val2017"), Path(root) / "ground_truth.json"]
+             layout.captions("train2017"), layout.captions("val2017")]
     for s in spec.subjects:
         files += [layout.responses(s), layout.parcel_volume(s)]
         files += [layout.betas(s, k) for k in range(1, n_sessions + 1)]
@@ -69,11 +68,12 @@ def ingest(nsd_root: Path, subject: str, split: str, rois, zscore_sessions: bool
     write_brain(Path(out), subject, split, ids, responses)
 
 
-def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], nsd_root: Path, device: str,
+def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf5: Path, device: str,
             outs: Sequence[Path], batch_size: int = 32) -> None:
     """Every layer of ``model`` for each stimulus set (one subject each), from one model load.
 
-    ``stimuli_csvs[i]`` (columns nsd_id, caption) gives the stimuli of ``outs[i]`` (HDF5, float16).
+    ``stimuli_csvs[i]`` (columns nsd_id, caption) gives the stimuli of ``outs[i]`` (HDF5, float16);
+    ``images_hdf5`` is NSD's ``nsd_stimuli.hdf5``.
     """
     from brainalign.features import load_model, write_features
 
@@ -81,7 +81,7 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], nsd_root: 
     loaded = load_model(entry, device)
     for csv, out in zip(stimuli_csvs, outs, strict=True):
         stimuli = pd.read_csv(csv)
-        names, layers, meta = loaded.extract(stimuli, NSDLayout(nsd_root).stimuli, batch_size)
+        names, layers, meta = loaded.extract(stimuli, Path(images_hdf5), batch_size)
         log.info("%s on %s: %d stimuli, %d layers, dims %s", model, csv, len(stimuli), len(layers),
                  [x.shape[1] for x in layers])
         write_features(Path(out), model, stimuli["nsd_id"].to_numpy(), names, layers, meta)
@@ -95,7 +95,7 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     from brainalign.nsd import read_brain
 
     ids, rois = read_brain(Path(brain_h5))
-    names, layers, _ = read_features(Path(features_h5), expected_ids=ids)
+    _, layers, _ = read_features(Path(features_h5), expected_ids=ids)
     mats = score_matrices(layers, list(rois.values()), metrics, resolve_device(device))
     frames = []
     for metric, mat in mats.items():

@@ -6,9 +6,10 @@ if os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD):
 
     rule mini_nsd:
         output:
-            mini_nsd_outputs(DEFAULT_MINI_NSD, ["subj01", "subj02", "subj05", "subj07"]),
+            truth=f"{DEFAULT_MINI_NSD}/ground_truth.json",
+            release=mini_nsd_outputs(DEFAULT_MINI_NSD),
         params:
-            root=DEFAULT_MINI_NSD,
+            root=lambda w, output: os.path.dirname(output.truth),
             registry=REGISTRY_FILE,
             seed=MINI["seed"],
             vision_model=MINI["vision_model"],

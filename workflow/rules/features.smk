@@ -9,7 +9,6 @@ rule features:
     output:
         expand(f"{RESULTS}/features/{{{{split}}}}/{{subject}}/{{{{model}}}}.h5", subject=SUBJECTS),
     params:
-        nsd_root=NSD_ROOT,
         device=DEVICE,
     threads: 2
     resources:
