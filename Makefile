@@ -33,3 +33,14 @@ clean:
 
 bench: venv
 	$(BIN)/python -m brainalign.bench $(BENCH_ARGS)
+
+# Dry-run of the paper's whole registry (config/nsd_paper.yaml) against a placeholder NSD of empty files.
+dryrun-paper: venv
+	@tmp=$$(mktemp -d) && $(BIN)/python tools/placeholder_nsd.py $$tmp/nsd > /dev/null && \
+	start=$$(date +%s%N) && \
+	$(BIN)/snakemake -n --quiet rules --cores 2 --configfile config/nsd_paper.yaml --config nsd_root=$$tmp/nsd \
+	  > $$tmp/dryrun.log 2>&1; rc=$$?; end=$$(date +%s%N); \
+	grep -m3 -E "^(features|align|total) " $$tmp/dryrun.log; \
+	echo "dry-run of config/nsd_paper.yaml: $$(grep -m1 -E '^total ' $$tmp/dryrun.log | awk '{print $$2}') jobs" \
+	  "in $$(( (end - start) / 1000000 )) ms"; \
+	rm -rf $$tmp; exit $$rc

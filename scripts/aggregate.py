@@ -2,4 +2,4 @@ from brainalign.pipeline import aggregate
 from brainalign.runner import run
 
 s = snakemake  # noqa: F821
-run(s, lambda: aggregate(s.input.alignment, s.input.registry, s.output[0]))
+run(s, lambda: aggregate(s.input.alignment, list(s.input.registry), s.output[0]))

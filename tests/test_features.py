@@ -474,3 +474,18 @@ def test_missing_weights_path_names_model():
                       architecture="/nonexistent/arch", weights="/nonexistent/lm")
     with pytest.raises(InputError, match="my_missing_lm"):
         build_language_model(lang)
+
+
+def test_hub_weights_missing_from_the_local_cache_name_model_and_cache(tmp_path, monkeypatch):
+    """Offline by default: a model not in the local Hugging Face cache fails at once, naming both."""
+    from brainalign.features import build_language_model, build_vision_model
+    from brainalign.models import ModelEntry
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    vision = ModelEntry("convnext_atto.d2_in1k", "vision", "timm", "convnext_atto.d2_in1k", "timm-hub")
+    with pytest.raises(InputError, match=r"convnext_atto\.d2_in1k.*" + str(tmp_path / "hub")):
+        build_vision_model(vision)
+    lang = ModelEntry("EleutherAI/pythia-70m-deduped@step1000", "language", "transformers",
+                      "EleutherAI/pythia-70m-deduped", "hf-hub", extra={"revision": "step1000"})
+    with pytest.raises(InputError, match=r"pythia-70m-deduped@step1000.*not in the local Hugging Face cache"):
+        build_language_model(lang)

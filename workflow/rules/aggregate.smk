@@ -4,7 +4,7 @@
 rule aggregate:
     input:
         alignment=lambda w: alignment_files(w.modality),
-        registry=REGISTRY_FILE,
+        registry=REGISTRY_FILES,
     output:
         f"{RESULTS}/tables/{{modality}}_all.parquet",
     log:

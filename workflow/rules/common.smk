@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from brainalign.io import InputError
 from brainalign.metrics import resolve_metrics
-from brainalign.models import load_registry, lookup
+from brainalign.models import load_registry, select_models
 from brainalign.nsd import NSDLayout
 
 DEFAULT_MINI_NSD = "results/mini_nsd"
@@ -15,7 +15,8 @@ NSD_ROOT = config["nsd_root"]
 LAYOUT = NSDLayout(NSD_ROOT)
 SPLIT = config["split"]
 SUBJECTS = list(config["subjects"])
-REGISTRY_FILE = config.get("model_registry", "config/models.yaml")
+REGISTRY_FILE = config.get("model_registry", "config/models.yaml")  # one file or a list
+REGISTRY_FILES = [REGISTRY_FILE] if isinstance(REGISTRY_FILE, str) else list(REGISTRY_FILE)
 DEVICE = config["device"]
 # auto: GPU jobs ask the scheduler for a GPU and use it when one is visible, else the CPU
 USE_GPU = DEVICE.startswith("cuda") or DEVICE == "auto"
@@ -40,14 +41,7 @@ try:
     if os.path.normpath(NSD_ROOT) != os.path.normpath(DEFAULT_MINI_NSD) and not os.path.isdir(NSD_ROOT):
         raise InputError(f"config key 'nsd_root': {NSD_ROOT} is not a directory (point it at an NSD release)")
     REGISTRY = load_registry(REGISTRY_FILE)
-    MODELS = {
-        "vision": [lookup(REGISTRY, m, "vision_models").name for m in config["vision_models"]],
-        "language": [lookup(REGISTRY, m, "language_models").name for m in config["language_models"]],
-    }
-    for modality, names in MODELS.items():
-        for m in names:
-            if REGISTRY[m].modality != modality:
-                raise InputError(f"config key '{modality}_models': {m!r} is a {REGISTRY[m].modality} model")
+    MODELS = {mod: select_models(REGISTRY, config[f"{mod}_models"], mod) for mod in ("vision", "language")}
     METRICS = [s.name for s in resolve_metrics(config["metrics"])]
 except (InputError, ValueError) as exc:
     _fail(str(exc))

@@ -10,7 +10,7 @@ if os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD):
             release=mini_nsd_outputs(DEFAULT_MINI_NSD),
         params:
             root=lambda w, output: os.path.dirname(output.truth),
-            registry=REGISTRY_FILE,
+            registry=REGISTRY_FILES,
             seed=MINI["seed"],
             vision_model=MINI["vision_model"],
             language_model=MINI["language_model"],

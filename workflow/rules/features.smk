@@ -5,7 +5,7 @@ rule features:
     input:
         stimuli=expand(f"{RESULTS}/stimuli/{{{{split}}}}/{{subject}}.csv", subject=SUBJECTS),
         images=str(LAYOUT.stimuli),
-        registry=REGISTRY_FILE,
+        registry=REGISTRY_FILES,
     output:
         expand(f"{RESULTS}/features/{{{{split}}}}/{{subject}}/{{{{model}}}}.h5", subject=SUBJECTS),
     params:
