@@ -489,3 +489,54 @@ def test_hub_weights_missing_from_the_local_cache_name_model_and_cache(tmp_path,
                       "EleutherAI/pythia-70m-deduped", "hf-hub", extra={"revision": "step1000"})
     with pytest.raises(InputError, match=r"pythia-70m-deduped@step1000.*not in the local Hugging Face cache"):
         build_language_model(lang)
+
+
+def test_chat_templates_that_print_today_are_made_deterministic(minilm):
+    """A Llama-3-style template puts today's date in the prompt; ours puts a fixed date."""
+    from brainalign.features import FIXED_DATE, render_prompt
+
+    tok, _ = minilm
+    tok = copy.deepcopy(tok)
+    tok.chat_template = (
+        "{%- set date_string = strftime_now('%d %b %Y') %}Today Date: {{ date_string }}\n"
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    prompt = render_prompt(tok, "a cat")
+    assert f"Today Date: {FIXED_DATE}" in prompt
+    assert prompt.endswith("<assistant>") and "a cat" in prompt
+
+
+def test_training_checkpoints_become_one_model_per_epoch_with_ema_weights(tmp_path):
+    """A registry entry with `checkpoints: <dir>` expands to one model per epoch file; the EMA
+    weights of a timm checkpoint are the ones loaded."""
+    import timm
+    import torch
+    import yaml
+
+    from brainalign.models import load_registry
+
+    run_dir = tmp_path / "mixnet_run"
+    run_dir.mkdir()
+    emas = {}
+    for epoch in (0, 3, 12):
+        torch.manual_seed(epoch)
+        model = timm.create_model("mixnet_s", pretrained=False)
+        ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        torch.save({"epoch": epoch, "state_dict": model.state_dict(), "state_dict_ema": ema},
+                   run_dir / f"checkpoint-{epoch}.pth.tar")
+        emas[epoch] = ema
+    (run_dir / "last.pth.tar").write_bytes(b"")  # not an epoch file: ignored
+    reg_file = tmp_path / "reg.yaml"
+    reg_file.write_text(yaml.safe_dump({"mixnet_s.run1": {
+        "modality": "vision", "source": "timm", "architecture": "mixnet_s", "checkpoints": str(run_dir)}}))
+    reg = load_registry(reg_file)
+    assert list(reg) == ["mixnet_s.run1@epoch0", "mixnet_s.run1@epoch3", "mixnet_s.run1@epoch12"]
+    assert reg["mixnet_s.run1@epoch3"].extra["epoch"] == 3
+    built = build_vision_model(reg["mixnet_s.run1@epoch12"])
+    key = "conv_stem.weight"
+    torch.testing.assert_close(built.state_dict()[key], emas[12][key])
+    with pytest.raises(InputError, match="checkpoint directory"):
+        reg_file.write_text(yaml.safe_dump({"x": {"modality": "vision", "source": "timm", "architecture": "mixnet_s",
+                                                  "checkpoints": str(tmp_path / "nope")}}))
+        load_registry(reg_file)

