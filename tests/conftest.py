@@ -23,7 +23,7 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400) -> subprocess.CompletedProcess:
     """Run Snakemake in ``workdir``; returns the completed process (stdout + stderr merged)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=subprocess.PIPE, check=False,
