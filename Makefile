@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test bench dryrun-paper lint clean
+.PHONY: venv demo test bench dryrun-paper registry lint clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ clean:
 
 bench: venv
 	$(BIN)/python -m brainalign.bench $(BENCH_ARGS)
+
+# Regenerate config/registry/*.yaml from the paper's reference tables (developer tool).
+REFERENCE ?= ../shared/reference
+registry: venv
+	$(BIN)/python tools/make_registry.py $(REFERENCE)
 
 # Dry-run of the paper's whole registry (config/nsd_paper.yaml) against a placeholder NSD of empty files.
 dryrun-paper: venv

@@ -174,3 +174,22 @@ def test_paper_config_dry_run_plans_every_model(tmp_path):
     # the rest (statistics, figures, all) does not grow with the number of models
     assert counts["total"] - sum(per_model.values()) < 20
     assert seconds < 30, f"dry-run of the paper config took {seconds:.1f} s"
+
+
+@pytest.mark.workflow
+def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
+    """The features rule depends on its model's registry entry, not on the registry files:
+    an unrelated edit reruns no features, a changed entry reruns that model only."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(demo_run, work, symlinks=True)  # keeps mtimes and .snakemake's params records
+    registry = work / "config" / "models.yaml"
+    registry.write_text(registry.read_text() + "# an unrelated edit\n")
+    counts = job_counts(snakemake(work, "-n", "--cores", "2").stdout)
+    assert "features" not in counts and "align" not in counts
+    old = "  weights: random\n  seed: 0\n  chance_benchmarks: true"
+    assert old in registry.read_text()
+    registry.write_text(registry.read_text().replace(old, old.replace("seed: 0", "seed: 1")))
+    counts = job_counts(snakemake(work, "-n", "--cores", "2").stdout)
+    assert (counts["features"], counts["align"]) == (1, 4)  # tf_efficientnet_lite0.untrained, 4 subjects

@@ -69,7 +69,7 @@ def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model registry not found: {path} (set config key 'model_registry')")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     known = set(ModelEntry.__dataclass_fields__) - {"name", "extra"}
     out = {}
     for name, entry in raw.items():

@@ -57,6 +57,20 @@ wildcard_constraints:
     sigma=r"\d+",
 
 
+# Registry keys that do not change a model's features (benchmark-side metadata).
+NOT_FEATURE_KEYS = {"benchmark", "gpus", "family", "params", "params_source", "arch", "arch_source", "img_size",
+                    "in_paper", "in_chatbot_arena", "chance_benchmarks"}
+
+
+def registry_entry(wildcards):
+    """The model's registry entry minus benchmark metadata: a params rerun trigger for this model only
+    (a registry *file* as input would rerun every model's features whenever any entry changes)."""
+    e = REGISTRY[wildcards.model]
+    entry = {"modality": e.modality, "source": e.source, "architecture": e.architecture, "weights": e.weights,
+             "seed": e.seed, "gpus": e.gpus, "benchmark": e.benchmark} | e.extra
+    return {k: v for k, v in entry.items() if k not in NOT_FEATURE_KEYS}
+
+
 def model_gpus(wildcards):
     return REGISTRY[wildcards.model].gpus if USE_GPU else 0
 

@@ -5,10 +5,11 @@ rule features:
     input:
         stimuli=expand(f"{RESULTS}/stimuli/{{{{split}}}}/{{subject}}.csv", subject=SUBJECTS),
         images=str(LAYOUT.stimuli),
-        registry=REGISTRY_FILES,
     output:
         expand(f"{RESULTS}/features/{{{{split}}}}/{{subject}}/{{{{model}}}}.h5", subject=SUBJECTS),
     params:
+        registry=REGISTRY_FILES,
+        entry=registry_entry,
         device=DEVICE,
     threads: 2
     resources:
