@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 POOLINGS = {
@@ -29,12 +28,3 @@ def brain_scores(table: pd.DataFrame, metric: str = "cka_36", pooling: str = "ma
     out = layer.groupby(level=0).agg(["mean", "count"])
     return out.rename(columns={"mean": "brain_score", "count": "n_subjects"}).reset_index()
 
-
-def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Pearson r and two-sided p (NaN when fewer than 3 points)."""
-    from scipy import stats
-
-    if len(x) < 3:
-        return float("nan"), float("nan")
-    r, p = stats.pearsonr(x, y)
-    return float(r), float(p)

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainalign.analysis import POOLINGS, pearson
+from brainalign.analysis import POOLINGS
 from brainalign.io import atomic_path, write_csv
+from brainalign.stats import correlate
 
 ARCH_COLOURS = {"CNN": "tab:blue", "Transformer": "tab:orange", "Hybrid": "tab:green"}
 
@@ -69,7 +70,8 @@ def performance_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, st
             for _, r in scores[has].iterrows():
                 ax.annotate(r["src_model"], (r["benchmark"], r["brain_score"]), fontsize=7,
                             xytext=(4, 3), textcoords="offset points")
-        r, p = pearson(scores.loc[has, "benchmark"].to_numpy(), scores.loc[has, "brain_score"].to_numpy())
+        stats = correlate(scores.loc[has, "benchmark"].to_numpy(), scores.loc[has, "brain_score"].to_numpy())
+        r, p = stats["pearson_r"], stats["pearson_p"]
         if has.sum() >= 2:
             fit = np.polyfit(scores.loc[has, "benchmark"], scores.loc[has, "brain_score"], 1)
             xs = np.linspace(scores.loc[has, "benchmark"].min(), scores.loc[has, "benchmark"].max(), 50)
