@@ -19,9 +19,24 @@ from brainalign.nsd import read_brain
 
 pytestmark = pytest.mark.workflow
 
-FIGURE = "results/figures/performance/brain_score_vs_benchmark.png"
-EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "features": 4, "align": 16, "aggregate": 2,
-                 "model_scores": 2, "correlation_stats": 1, "figure_performance": 1, "all": 1, "total": 36}
+MODELS = {"vision": ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
+                     "tf_efficientnet_lite0.untrained"],
+          "language": ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2.untrained", "all-MiniLM-L6-v2.untrained-seed1"]}
+N_ALIGN = 4 * (len(MODELS["vision"]) + len(MODELS["language"]))
+FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside each)
+    "figure_performance": "results/figures/performance/brain_score_vs_benchmark.png",
+    "figure_performance_sigma": "results/figures/performance/correlation_by_sigma.png",
+    "figure_consistency": "results/figures/consistency/subject_consistency.png",
+    "figure_metrics": "results/figures/metrics/metric_correlation.png",
+    "figure_layers": "results/figures/layers/layerwise_profiles.png",
+    "figure_kernel_size": "results/figures/kernel_size/change_28_68.png",
+    "figure_umap": "results/figures/umap/umap_profiles.png",
+    "figure_brain_map": "results/figures/brain_maps/vision_change.png",
+}
+EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "features": 7, "align": N_ALIGN, "aggregate": 2,
+                 "model_scores": 2, "correlation_stats": 1, **{rule: 1 for rule in FIGURES},
+                 "figure_brain_map": 4, "all": 1}
+EXPECTED_JOBS["total"] = sum(EXPECTED_JOBS.values())
 
 
 def test_dry_run_lists_jobs_per_rule_and_runs_nothing(tmp_path):
@@ -32,7 +47,8 @@ def test_dry_run_lists_jobs_per_rule_and_runs_nothing(tmp_path):
 
 
 def test_tables_hold_one_row_per_measurement(demo_run):
-    for modality, models in (("vision", 2), ("language", 2)):
+    for modality, names in MODELS.items():
+        models = len(names)
         table = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
         assert table.columns[:8].tolist() == ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature",
                                               "yeo7", "score", "relative_src_feature"]
@@ -75,14 +91,58 @@ def test_planted_ground_truth_is_recovered(demo_run):
     assert control < 0.5 * planted_min
 
 
-def test_figure_alone_rebuilds_with_one_job(demo_run):
-    (demo_run / FIGURE).unlink()
-    dry = snakemake(demo_run, "-n", "--cores", "2", FIGURE)
-    assert job_counts(dry.stdout) == {"figure_performance": 1, "total": 1}
-    run = snakemake(demo_run, "--cores", "2", FIGURE)
-    assert job_counts(run.stdout) == {"figure_performance": 1, "total": 1}
-    assert (demo_run / FIGURE).stat().st_size > 10_000
+@pytest.mark.parametrize("rule", sorted(FIGURES))
+def test_each_figure_alone_rebuilds_with_one_job(demo_run, rule):
+    png = demo_run / FIGURES[rule]
+    png.unlink()
+    dry = snakemake(demo_run, "-n", "--cores", "2", FIGURES[rule])
+    assert job_counts(dry.stdout) == {rule: 1, "total": 1}
+    run = snakemake(demo_run, "--cores", "2", FIGURES[rule])
+    assert job_counts(run.stdout) == {rule: 1, "total": 1}
+    assert png.stat().st_size > 10_000
+    assert png.with_suffix(".pdf").stat().st_size > 1_000 and png.with_suffix(".csv").stat().st_size > 0
     assert "Nothing to be done" in snakemake(demo_run, "-n", "--cores", "2").stdout
+
+
+def test_figure_numbers(demo_run):
+    """The CSV beside each figure holds the numbers it draws, recomputed here from the tables."""
+    from brainalign import analysis
+
+    fig = demo_run / "results/figures"
+    tables = {m: pd.read_parquet(demo_run / f"results/tables/{m}_all.parquet") for m in MODELS}
+    cons = pd.read_csv(fig / "consistency/subject_consistency.csv")
+    for modality, table in tables.items():
+        want = analysis.subject_consistency(table, "cka_36")
+        got = cons[cons.modality == modality].pivot(index="subject_a", columns="subject_b", values="pearson_r")
+        np.testing.assert_allclose(got.loc[want.index, want.columns], want, atol=1e-9)
+        assert (cons.loc[cons.modality == modality, "n_models"] == len(MODELS[modality])).all()
+    # vision models agree across subjects (planted signal, shared images), far from chance
+    vision = cons[(cons.modality == "vision") & (cons.subject_a != cons.subject_b)]
+    assert vision["pearson_r"].min() > 0.9
+    metrics = pd.read_csv(fig / "metrics/metric_correlation.csv")
+    assert len(metrics) == 2 * 27 * 27
+    assert metrics.query("metric_a == 'cka_36' and metric_b == 'cka_44'")["spearman_rho"].min() > 0.9
+    layers = pd.read_csv(fig / "layers/layerwise_profiles.csv")
+    assert set(layers["relative_src_feature"]) <= set(range(8)) and layers["relative_src_feature"].nunique() >= 6
+    kernel = pd.read_csv(fig / "kernel_size/change_28_68.csv")
+    assert sorted(kernel.groupby("modality").size()) == [12, 12]
+    assert kernel["raw_sign_consistency"].between(0.5, 1).all()
+    umap = pd.read_csv(fig / "umap/umap_profiles.csv")
+    n_layers = sum(t.groupby("src_model")["src_feature"].nunique().sum() for t in tables.values())
+    assert (umap["kind"] == "layer").sum() == n_layers and (umap["kind"] == "roi").sum() == 12
+    for modality in MODELS:
+        for kind in ("score", "change"):
+            brain = pd.read_csv(fig / f"brain_maps/{modality}_{kind}.csv")
+            assert len(brain) == 12 and brain["on_atlas"].all() and brain["value"].notna().all()
+
+
+def test_report_builds_offline_with_every_figure(demo_run):
+    snakemake(demo_run, "--cores", "1", "--report", "report.html")
+    html = (demo_run / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000
+    for png in list((demo_run / "results/figures").rglob("*.png")):
+        assert png.name in html, png
+    assert "Between-subject consistency" in html  # a caption
 
 
 def test_resume_after_a_crash_redoes_only_what_is_missing(demo_run, tmp_path):
@@ -99,7 +159,7 @@ def test_resume_after_a_crash_redoes_only_what_is_missing(demo_run, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # a crash: no clean-up runs
     proc.wait()
     finished = {p: p.stat().st_mtime_ns for p in align_dir.rglob("*.parquet")}
-    assert 3 <= len(finished) < 16
+    assert 3 <= len(finished) < N_ALIGN
     assert not (work / "results/tables/vision_all.parquet").exists()
 
     snakemake(work, "--unlock")  # a killed Snakemake leaves its lock behind
@@ -110,7 +170,7 @@ def test_resume_after_a_crash_redoes_only_what_is_missing(demo_run, tmp_path):
     redone = [p for p, mtime in finished.items() if p.stat().st_mtime_ns != mtime]
     assert len(redone) <= 1
     assert len(finished) - len(redone) >= 2
-    assert counts.get("align", 0) == 16 - (len(finished) - len(redone))
+    assert counts.get("align", 0) == N_ALIGN - (len(finished) - len(redone))
     assert "features" not in counts and "mini_nsd" not in counts
     for modality in ("vision", "language"):
         got = pd.read_parquet(work / f"results/tables/{modality}_all.parquet")
@@ -127,7 +187,7 @@ def test_any_nsd_directory_runs_without_the_generator(demo_run, tmp_path):
     target = "results/brain/paper/subj02.h5"
     dry = snakemake(work, "-n", "--cores", "2", "--config", f"nsd_root={nsd}")
     counts = job_counts(dry.stdout)
-    assert "mini_nsd" not in counts and counts["align"] == 16
+    assert "mini_nsd" not in counts and counts["align"] == N_ALIGN
     snakemake(work, "--cores", "2", "--config", f"nsd_root={nsd}", "--", target)
     ids_a, rois_a = read_brain(work / target)
     ids_b, rois_b = read_brain(demo_run / target)
@@ -193,3 +253,29 @@ def test_precomputed_mode_reproduces_the_papers_statistics(tmp_path):
         assert got.loc[comparable, col].tolist() == want.loc[comparable, col].tolist(), col
     ci = ~want["Metric"].isin(["Combined", "score", "Average"])
     assert got.loc[ci, "95% CI"].tolist() == want.loc[ci, "95% CI"].tolist()
+
+
+def test_precomputed_mode_builds_every_figure_it_can(tmp_path):
+    """config/paper.yaml: the figures that need only the paper's published tables, each its own job."""
+    from brainalign.resources import paper_kernel_size, paper_subject_consistency
+
+    work = copy_workflow(tmp_path)
+    run = snakemake(work, "--cores", "2", "--configfile", "config/paper.yaml")
+    assert job_counts(run.stdout) == {"model_scores": 2, "correlation_stats": 11, "figure_performance": 1,
+                                      "figure_performance_sigma": 1, "figure_consistency": 1,
+                                      "figure_kernel_size": 1, "all": 1, "total": 18}
+    fig = work / "results/figures"
+    for png in ("performance/brain_score_vs_benchmark.png", "performance/correlation_by_sigma.png",
+                "consistency/subject_consistency.png", "kernel_size/change_28_68.png"):
+        assert (fig / png).stat().st_size > 10_000, png
+    cons = pd.read_csv(fig / "consistency/subject_consistency.csv")
+    lang = cons[cons.modality == "language"].pivot(index="subject_a", columns="subject_b", values="pearson_r")
+    want = paper_subject_consistency("language")
+    assert lang.loc["subj02", "subj07"] == pytest.approx(want.loc["S02", "S07"])
+    sigma = pd.read_csv(fig / "performance/correlation_by_sigma.csv")
+    at36 = sigma[(sigma.sigma == 36) & (sigma.benchmark == "imagenet")]
+    assert at36["pearson_r"].item() == pytest.approx(0.5305, abs=5e-4) and at36["n"].item() == 594
+    kernel = pd.read_csv(fig / "kernel_size/change_28_68.csv", dtype={"tgt_feature": str})
+    v = kernel[kernel.modality == "vision"].set_index("tgt_feature")
+    np.testing.assert_allclose(v["norm_mean"], paper_kernel_size("vision").set_index("tgt_feature")
+                               .loc[v.index, "norm_mean"])

@@ -24,7 +24,7 @@ PAPER_SUBJECTS = ("subj01", "subj02", "subj05", "subj07")
 def placeholder_paths(root: Path, subjects: list[str]) -> list[Path]:
     """Every NSD file the workflow's inputs name for ``subjects``, sorted and unique."""
     layout = NSDLayout(root)
-    paths = {layout.stimuli}
+    paths = {layout.stimuli, layout.fsaverage_labels("lh"), layout.fsaverage_labels("rh")}
     for s in subjects:
         paths.update(layout.subject_inputs(s))
         paths.update(layout.stimulus_inputs(s))

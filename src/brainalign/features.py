@@ -61,7 +61,12 @@ def build_vision_model(entry: ModelEntry):
                 f"model {entry.name!r}: pretrained timm weights not in the local cache {hub_cache()} "
                 f"(download them there first, e.g. on a login node with internet): {type(exc).__name__}"
             ) from exc
-    model = timm.create_model(entry.architecture, pretrained=False)
+    num_classes = entry.extra.get("num_classes")  # a checkpoint of a run on another task than ImageNet
+    kwargs = {"num_classes": int(num_classes)} if num_classes is not None else {}
+    model = timm.create_model(entry.architecture, pretrained=False, **kwargs)
+    if entry.extra.get("input_size"):  # the resolution the run was trained and evaluated at, whole image
+        size = int(entry.extra["input_size"])
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size), "crop_pct": 1.0}
     path = weights_path(entry)
     if path is not None:
         state = torch.load(path, map_location="cpu", weights_only=True)

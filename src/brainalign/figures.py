@@ -22,11 +22,33 @@ def _save(fig, png: Path, pdf: Path) -> None:
 
 def _scores_without_benchmark(ax, scores: pd.DataFrame, metric: str, bench: str, modality: str) -> None:
     """When no model of a panel has the benchmark, show the brain scores alone, and say so."""
-    ordered = scores.sort_values("brain_score")
-    ax.barh(ordered["src_model"], ordered["brain_score"], color="tab:gray")
+    ordered = scores.sort_values("brain_score").reset_index(drop=True)
+    ax.barh(np.arange(len(ordered)), ordered["brain_score"], color="0.75")
+    for i, r in ordered.iterrows():  # names inside the bars: long model names do not squeeze the panel
+        ax.text(0.01, i, r["src_model"], transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+    ax.set_yticks([])
+    ax.set_ylabel("model")
     ax.set_xlabel(f"brain score ({metric}, unitless)")
     ax.set_title(f"{modality} models: no {bench} value for these models", fontsize=10)
-    ax.tick_params(axis="y", labelsize=8)
+
+
+def _label_points(ax, df: pd.DataFrame, x: str, y: str, name: str, gap_pt: float = 9.0) -> None:
+    """Name each point, nudging labels apart vertically so that none overlaps another."""
+    fig = ax.figure
+    ax.figure.canvas.draw()  # fixes the axis limits, so data -> display is final
+    to_pt = 72.0 / fig.dpi
+    xy = ax.transData.transform(df[[x, y]].to_numpy(float)) * to_pt
+    order = np.argsort(xy[:, 1])
+    placed = []
+    for i in order:
+        ly = xy[i, 1] + 3
+        for px, py in placed:  # labels start at their point's x and run ~5 pt per character to the right
+            if abs(px - xy[i, 0]) < 5 * len(str(df[name].iloc[i])) and ly - py < gap_pt:
+                ly = py + gap_pt
+        placed.append((xy[i, 0], ly))
+        ax.annotate(str(df[name].iloc[i]), (df[x].iloc[i], df[y].iloc[i]), fontsize=7, xytext=(5, ly - xy[i, 1]),
+                    textcoords="offset points", va="bottom",
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if ly - xy[i, 1] > 6 else None)
 
 
 def performance_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, str], metric: str,
@@ -66,28 +88,31 @@ def performance_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, st
         for arch, group in groups:
             ax.scatter(group["benchmark"], group["brain_score"], s=10 if many else 36, alpha=0.7 if many else 1,
                        color=ARCH_COLOURS.get(arch, "tab:purple"), label=arch, zorder=3)
-        if not many:
-            for _, r in scores[has].iterrows():
-                ax.annotate(r["src_model"], (r["benchmark"], r["brain_score"]), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points")
         stats = correlate(scores.loc[has, "benchmark"].to_numpy(), scores.loc[has, "brain_score"].to_numpy())
         r, p = stats["pearson_r"], stats["pearson_p"]
-        if has.sum() >= 2:
-            fit = np.polyfit(scores.loc[has, "benchmark"], scores.loc[has, "brain_score"], 1)
-            xs = np.linspace(scores.loc[has, "benchmark"].min(), scores.loc[has, "benchmark"].max(), 50)
-            ax.plot(xs, np.polyval(fit, xs), color="0.4", lw=1, ls="--", label="linear fit")
+        bx, by = scores.loc[has, "benchmark"].to_numpy(float), scores.loc[has, "brain_score"].to_numpy(float)
+        if has.sum() >= 2 and np.ptp(bx) > 0:
+            xs = np.linspace(bx.min(), bx.max(), 100)
+            ax.plot(xs, np.polyval(np.polyfit(bx, by, 1), xs), color="0.4", lw=1, ls="--", label="linear fit")
+            if (bx > 0).all():  # y = a + b log(x): the paper's log fit
+                b, a = np.polyfit(np.log(bx), by, 1)
+                ax.plot(xs, a + b * np.log(xs), color="0.2", lw=1, ls=":", label="log fit")
         missing = scores.loc[~has, "src_model"].tolist()
-        stat = f"Pearson r = {r:.3f}, p = {p:.2g} (n = {int(has.sum())})" if np.isfinite(r) else \
-            f"n = {int(has.sum())} models (Pearson r needs >= 3)"
+        stat = (f"Pearson r = {r:.3f}, p = {p:.2g}\nSpearman ρ = {stats['spearman_rho']:.3f}, "
+                f"p = {stats['spearman_p']:.2g} (n = {int(has.sum())})") if np.isfinite(r) else \
+            f"n = {int(has.sum())} models (r needs >= 3)"
         if missing:
-            stat += f"\nno {bench} value: {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
+            stat += (f"\nno {bench} value: {', '.join(missing)}" if len(missing) <= 2 else
+                     f"\nno {bench} value: {len(missing)} models (in the CSV)")
         ax.text(0.02, 0.98, stat, transform=ax.transAxes, va="top", fontsize=8)
         unit = " (top-1 accuracy, fraction)" if modality == "vision" else " (leaderboard score, %)"
         ax.set_xlabel(f"{bench}{unit}")
         ax.set_ylabel(f"brain score ({metric}, unitless)")
         ax.set_title(f"{modality} models")
         ax.legend(loc="lower right", fontsize=8)
-        ax.margins(x=0.25 if not many else 0.05, y=0.2 if not many else 0.05)
+        ax.margins(x=0.35 if not many else 0.05, y=0.25 if not many else 0.05)
+        if not many:
+            _label_points(ax, scores[has], "benchmark", "brain_score", "src_model")
     fig.suptitle(f"Brain score vs benchmark. Pooling: {POOLINGS.get(pooling, pooling)}", fontsize=9)
     fig.tight_layout()
     _save(fig, Path(png), Path(pdf))
@@ -95,5 +120,307 @@ def performance_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, st
     out = pd.concat(rows, ignore_index=True)
     out["metric"] = metric
     out["pooling"] = pooling
+    write_csv(out, csv)
+    return out
+
+
+YEO7_ORDER = ["Visual", "Somatomotor", "Dorsal Attention", "Ventral Attention", "Limbic", "Frontoparietal",
+              "Default"]
+YEO7_COLOURS = dict(zip(YEO7_ORDER, ["#781286", "#4682b4", "#00760e", "#c43afa", "#b4a06e", "#e69422",
+                                     "#cd3e4e"], strict=True))  # Yeo et al. 2011's network colours
+MODALITY_COLOURS = {"vision": "tab:blue", "language": "tab:orange"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig, png: Path, pdf: Path) -> None:
+    _save(fig, Path(png), Path(pdf))
+    _plt().close(fig)
+
+
+def sigma_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, list[str]], pooling: str,
+                 png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """Pearson r and Spearman rho of brain score vs each benchmark, per kernel size (figure family 1).
+
+    ``benchmarks``: modality -> benchmark columns to show (those with >= 3 models are drawn).
+    """
+    plt = _plt()
+    rows = []
+    for modality, per_model in scores.items():
+        sigmas = sorted((c for c in per_model.columns if c.startswith("cka_")), key=lambda c: int(c[4:]))
+        for bench in benchmarks[modality]:
+            if bench not in per_model.columns:
+                continue
+            for col in sigmas:
+                ok = per_model[[bench, col]].dropna()
+                st = correlate(ok[bench].to_numpy(float), ok[col].to_numpy(float))
+                rows.append({"modality": modality, "benchmark": bench, "sigma": int(col[4:]), "n": len(ok),
+                             "pearson_r": st["pearson_r"], "pearson_p": st["pearson_p"],
+                             "spearman_rho": st["spearman_rho"], "spearman_p": st["spearman_p"]})
+    out = pd.DataFrame(rows, columns=["modality", "benchmark", "sigma", "n", "pearson_r", "pearson_p",
+                                      "spearman_rho", "spearman_p"])
+    fig, axes = plt.subplots(2, len(scores), figsize=(5.6 * len(scores), 7.2), squeeze=False, sharex=True)
+    for j, modality in enumerate(scores):
+        sub = out[(out["modality"] == modality) & (out["n"] >= 3)]
+        for i, (stat, name) in enumerate((("pearson_r", "Pearson r"), ("spearman_rho", "Spearman ρ"))):
+            ax = axes[i, j]
+            for bench, g in sub.groupby("benchmark", sort=False):
+                ax.plot(g["sigma"], g[stat], marker="o", ms=3, lw=1.2, label=f"{bench} (n = {g['n'].max()})")
+            ax.axhline(0, color="0.6", lw=0.8)
+            ax.axvline(36, color="0.6", lw=0.8, ls=":")
+            ax.set_ylabel(f"{name} with benchmark")
+            ax.set_title(f"{modality} models: {name}", fontsize=10)
+            ax.set_ylim(-1.05, 1.05)
+            if sub.empty:
+                ax.text(0.5, 0.5, "fewer than 3 models with a benchmark value", transform=ax.transAxes,
+                        ha="center", fontsize=9)
+            else:
+                ax.legend(fontsize=6, loc="lower left", ncol=2)
+            if i == 1:
+                ax.set_xlabel("kernel size σ of cka_σ (z-scored units)")
+    fig.suptitle(f"Correlation of brain score with benchmarks by kernel size. Pooling: {POOLINGS.get(pooling, pooling)}",
+                 fontsize=9)
+    fig.tight_layout()
+    _finish(fig, png, pdf)
+    out["pooling"] = pooling
+    write_csv(out, csv)
+    return out
+
+
+def consistency_figure(matrices: dict[str, pd.DataFrame], n_models: dict[str, int], metric: str, source: str,
+                       png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """Between-subject consistency of model scores: one subjects x subjects heatmap per modality."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 4.2), squeeze=False)
+    rows = []
+    for ax, (modality, mat) in zip(axes[0], matrices.items(), strict=True):
+        vals = mat.to_numpy(float)
+        im = ax.imshow(vals, vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(mat.index)), mat.index, fontsize=8)
+        for i in range(vals.shape[0]):
+            for j in range(vals.shape[1]):
+                txt = "n/a" if not np.isfinite(vals[i, j]) else f"{vals[i, j]:.2f}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=8,
+                        color="white" if np.isfinite(vals[i, j]) and abs(vals[i, j]) > 0.6 else "black")
+        n = n_models.get(modality)
+        ax.set_title(f"{modality} ({n} models)" if n else modality, fontsize=10)
+        ax.set_xlabel("subject")
+        ax.set_ylabel("subject")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r of model scores")
+        long = mat.stack(future_stack=True).rename("pearson_r").reset_index()
+        long.columns = ["subject_a", "subject_b", "pearson_r"]
+        long.insert(0, "modality", modality)
+        long["n_models"] = n
+        rows.append(long)
+    fig.suptitle(f"Between-subject consistency of per-model brain scores ({metric}; {source})", fontsize=9)
+    fig.tight_layout()
+    _finish(fig, png, pdf)
+    out = pd.concat(rows, ignore_index=True)
+    out["source"] = source
+    write_csv(out, csv)
+    return out
+
+
+def metric_heatmap_figure(corrs: dict[str, pd.DataFrame], png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """27 x 27 Spearman correlation between metric variants, one heatmap per modality (family 4)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(corrs), figsize=(7.4 * len(corrs), 6.6), squeeze=False)
+    rows = []
+    for ax, (modality, corr) in zip(axes[0], corrs.items(), strict=True):
+        cmap = _plt().get_cmap("RdBu_r").with_extremes(bad="0.8")
+        vals = corr.to_numpy(float)
+        im = ax.imshow(np.ma.masked_invalid(vals), vmin=-1, vmax=1, cmap=cmap)
+        constant = [m for m in corr.index if not np.isfinite(corr.loc[m, m])]
+        if constant:
+            ax.set_xlabel(f"grey: undefined, score constant over measurements ({', '.join(constant)})", fontsize=7)
+        ax.set_xticks(range(len(corr)), corr.columns, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(corr)), corr.index, fontsize=7)
+        ax.set_title(f"{modality} models: metric variants", fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.75, label="Spearman ρ over measurements")
+        long = corr.stack(future_stack=True).rename("spearman_rho").reset_index()
+        long.columns = ["metric_a", "metric_b", "spearman_rho"]
+        long.insert(0, "modality", modality)
+        rows.append(long)
+    fig.suptitle("Spearman correlation between the metric variants over every (model, subject, layer, ROI)",
+                 fontsize=9)
+    fig.tight_layout()
+    _finish(fig, png, pdf)
+    out = pd.concat(rows, ignore_index=True)
+    write_csv(out, csv)
+    return out
+
+
+def layer_figure(profiles: dict[str, pd.DataFrame], metric: str, png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """Score vs relative depth (eighths) per Yeo-7 network: vision vs language, per subject (family 5)."""
+    plt = _plt()
+    present = set().union(*(set(p["yeo7"].dropna()) for p in profiles.values()))
+    networks = [n for n in YEO7_ORDER if n in present] + sorted(present - set(YEO7_ORDER))
+    ncol = min(4, len(networks))
+    nrow = -(-len(networks) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.1 * nrow), squeeze=False, sharex=True)
+    for ax, net in zip(axes.flat, networks, strict=False):
+        for modality, prof in profiles.items():
+            sub = prof[prof["yeo7"] == net]
+            colour = MODALITY_COLOURS.get(modality, "tab:gray")
+            for _, g in sub.groupby("tgt_model"):
+                ax.plot(g["relative_src_feature"], g["score"], color=colour, lw=0.6, alpha=0.45)
+            mean = sub.groupby("relative_src_feature")["score"].mean()
+            if len(mean):
+                ax.plot(mean.index, mean.to_numpy(), color=colour, lw=2.2, marker="o", ms=3,
+                        label=f"{modality} (mean of {sub['tgt_model'].nunique()} subjects)")
+        ax.set_title(net, fontsize=10)
+        ax.set_xticks(range(8))
+        ax.set_xlabel("relative depth (eighths of the model)")
+        ax.set_ylabel(f"{metric} (unitless)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(networks):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=8, frameon=False)
+    fig.suptitle(f"Layer-wise alignment by Yeo-7 network ({metric}, mean over models, layers and ROIs; "
+                 "thin lines: subjects)", fontsize=9, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _finish(fig, png, pdf)
+    out = pd.concat([p.assign(modality=m) for m, p in profiles.items()], ignore_index=True)
+    out["metric"] = metric
+    write_csv(out, csv)
+    return out
+
+
+def kernel_size_figure(changes: dict[str, pd.DataFrame], sigma_from: int, sigma_to: int, source: str,
+                       png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """Per-ROI change of the z-normalised score from cka_{from} to cka_{to} and its sign consistency
+    across subjects (family 6): ROIs ordered by change and coloured by Yeo-7 network (top), mean
+    change per network with the share of ROIs whose sign all subjects agree on (bottom)."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, len(changes), figsize=(6.4 * len(changes), 7.6), squeeze=False)
+    for j, (modality, ch) in enumerate(changes.items()):
+        ax = axes[0, j]
+        d = ch.sort_values("norm_mean").reset_index(drop=True)
+        colours = [YEO7_COLOURS.get(y, "0.5") for y in d["yeo7"]]
+        alpha = np.where(d["norm_sign_consistency"] >= 1, 1.0, 0.35)
+        ax.bar(np.arange(len(d)), d["norm_mean"], color=colours, width=0.85)
+        for k, a in enumerate(alpha):
+            ax.patches[k].set_alpha(float(a))
+        ax.axhline(0, color="0.3", lw=0.8)
+        if len(d) <= 30:
+            ax.set_xticks(np.arange(len(d)), d["tgt_feature"], rotation=90, fontsize=7)
+        else:
+            ax.set_xticks([])
+        ax.set_xlabel(f"HCP-MMP1 ROI ({len(d)}), ordered by change")
+        ax.set_ylabel(f"Δ z-normalised score, σ {sigma_from} → {sigma_to}")
+        ax.set_title(f"{modality} models (faded: subjects disagree on the sign)", fontsize=10)
+        from matplotlib.patches import Patch
+
+        nets = [n for n in YEO7_ORDER if n in set(d["yeo7"])]
+        ax.legend([Patch(color=YEO7_COLOURS[n]) for n in nets], nets, fontsize=7, loc="best")
+        ax2 = axes[1, j]
+        by = ch.groupby("yeo7").agg(mean=("norm_mean", "mean"), sd=("norm_mean", "std"), n=("norm_mean", "size"),
+                                    consistent=("norm_sign_consistency", lambda s: float((s >= 1).mean())))
+        by = by.reindex([n for n in YEO7_ORDER if n in by.index])
+        labels = [f"{net}\n{int(r['n'])} ROIs, {100 * r['consistent']:.0f}% sign-consistent"
+                  for net, r in by.iterrows()]
+        ax2.barh(labels, by["mean"], xerr=by["sd"].fillna(0), color=[YEO7_COLOURS[n] for n in by.index],
+                 capsize=3)
+        ax2.tick_params(axis="y", labelsize=7)
+        ax2.axvline(0, color="0.3", lw=0.8)
+        ax2.invert_yaxis()
+        ax2.set_xlabel("mean Δ z-normalised score per network (± SD over ROIs)")
+    fig.suptitle(f"Kernel size: change from cka_{sigma_from} to cka_{sigma_to} ({source})", fontsize=9)
+    fig.tight_layout()
+    _finish(fig, png, pdf)
+    out = pd.concat([c.assign(modality=m) for m, c in changes.items()], ignore_index=True)
+    out["sigma_from"], out["sigma_to"], out["source"] = sigma_from, sigma_to, source
+    write_csv(out, csv)
+    return out
+
+
+def umap_figure(layers: pd.DataFrame, rois: pd.DataFrame, metric: str, png: Path, pdf: Path,
+                csv: Path) -> pd.DataFrame:
+    """UMAP of model layers (by their ROI profile) and of ROIs (by their layer profile) (family 8)."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11.5, 4.8))
+    markers = {"vision": "o", "language": "^"}
+    for modality, g in layers.groupby("modality"):
+        sc = a1.scatter(g["umap_1"], g["umap_2"], c=g["relative_src_feature"], cmap="viridis", vmin=0, vmax=7,
+                        marker=markers.get(modality, "s"), s=22, edgecolors="0.2", linewidths=0.3,
+                        label=f"{modality} layers ({len(g)})")
+    fig.colorbar(sc, ax=a1, label="relative depth (eighths)")
+    a1.legend(fontsize=8)
+    a1.set_title(f"model layers by their {rois.shape[0]}-ROI profile (n_neighbors = {layers['n_neighbors'].iloc[0]})",
+                 fontsize=9)
+    for net, g in rois.groupby("yeo7"):
+        a2.scatter(g["umap_1"], g["umap_2"], color=YEO7_COLOURS.get(net, "0.5"), s=28, label=net,
+                   edgecolors="0.2", linewidths=0.3)
+    if len(rois) <= 40:
+        for _, r in rois.iterrows():
+            a2.annotate(str(r["tgt_feature"]), (r["umap_1"], r["umap_2"]), fontsize=7, xytext=(3, 2),
+                        textcoords="offset points")
+    a2.legend(fontsize=7, loc="best")
+    a2.set_title(f"ROIs by their {len(layers)}-layer profile (n_neighbors = {rois['n_neighbors'].iloc[0]})",
+                 fontsize=9)
+    for ax in (a1, a2):
+        ax.set_xlabel("UMAP 1 (a.u.)")
+        ax.set_ylabel("UMAP 2 (a.u.)")
+    fig.suptitle(f"UMAP (cosine, min_dist 1) of {metric} profiles, mean over subjects", fontsize=9)
+    fig.tight_layout()
+    _finish(fig, png, pdf)
+    out = pd.concat([layers.assign(kind="layer"), rois.assign(kind="roi")], ignore_index=True)
+    out["metric"] = metric
+    write_csv(out, csv)
+    return out
+
+
+def trajectory_figure(traj: pd.DataFrame, metric: str, png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """Brain score (with 95% CI) and task performance vs training progress, one panel per run (family 9).
+
+    ``traj`` is :func:`brainalign.analysis.trajectory`'s table plus ``x_label`` and
+    ``performance_label`` per row. Both curves are also shown as a fraction of their final value
+    (the paper's point: alignment rises before performance), in the CSV as ``*_rel``.
+    """
+    plt = _plt()
+    runs = list(dict.fromkeys(traj["run"]))
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.6 * len(runs), 4.2), squeeze=False)
+    parts = []
+    for ax, run in zip(axes[0], runs, strict=True):
+        g = traj[traj["run"] == run].sort_values("step").copy()
+        x = g["tokens"] if g["tokens"].notna().all() else g["step"]
+        xlabel = "training tokens" if g["tokens"].notna().all() else g["x_label"].iloc[0]
+        ax.fill_between(x, g["ci_low"], g["ci_high"], color="tab:blue", alpha=0.2, lw=0)
+        ax.plot(x, g["brain_score"], color="tab:blue", marker="o", ms=4, label=f"brain score ({metric})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"brain score ({metric}, unitless; 95% CI)", color="tab:blue")
+        g["brain_score_rel"] = g["brain_score"] / g["brain_score"].iloc[-1]
+        if g["performance"].notna().any():
+            ax2 = ax.twinx()
+            ax2.plot(x, g["performance"], color="tab:red", marker="s", ms=4, label=g["performance_label"].iloc[0])
+            ax2.set_ylabel(g["performance_label"].iloc[0], color="tab:red")
+            g["performance_rel"] = g["performance"] / g["performance"].iloc[-1]
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = ax2.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
+        else:
+            g["performance_rel"] = np.nan
+            ax.legend(fontsize=7, loc="lower right")
+            ax.text(0.02, 0.98, "no benchmark values for these checkpoints", transform=ax.transAxes, va="top",
+                    fontsize=7)
+        if xlabel == "training tokens":
+            ax.set_xscale("symlog", linthresh=max(float(x[x > 0].min()), 1.0) if (x > 0).any() else 1.0)
+        ax.set_title(str(run), fontsize=10)
+        parts.append(g)
+    fig.suptitle("Training trajectories: brain score (max over ROIs, mean over subjects and layers) and "
+                 "task performance", fontsize=9)
+    fig.tight_layout()
+    _finish(fig, png, pdf)
+    out = pd.concat(parts, ignore_index=True)
+    out["metric"] = metric
     write_csv(out, csv)
     return out

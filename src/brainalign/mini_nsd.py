@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainalign.brainmap import write_mini_atlas
 from brainalign.io import atomic_path, write_text
 from brainalign.nsd import NSDLayout, subject_number
 from brainalign.resources import hcp_parcels
@@ -226,6 +227,8 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
     parcels = hcp_parcels()
     ctab = "0 Unknown\n" + "".join(f"{i} {n}\n" for i, n in zip(parcels["index"], parcels["name"], strict=True))
     write_text(ctab, layout.parcel_table)
+    # the planted parcels on fsaverage (deterministic, no random numbers drawn)
+    write_mini_atlas(layout, {int(parcels.set_index("name").loc[n, "index"]): n for n in spec.planted})
 
     # the representations the parcels read out
     vis_model = build_vision_model(vision_entry)

@@ -92,18 +92,29 @@ def checkpoint_entries(name: str, entry: dict, registry_path: Path) -> dict[str,
 
     The directory holds timm training checkpoints, one file per epoch
     (``checkpoint-12.pth.tar`` as timm's train.py writes them, or ``epoch_12.pth``);
-    each becomes ``{name}@epoch{N}`` with ``extra['epoch'] = N``. Weights are read
+    each becomes ``{name}@epoch{N}`` with ``extra['epoch'] = N``, ``extra['run'] = name`` and
+    ``extra['summary']`` = the directory's timm ``summary.csv`` (per-epoch ``eval_top1``, the
+    run's performance in the trajectory figure). ``epochs: [1, 2, 4]`` declares the epochs
+    instead of listing the directory, for a run the workflow trains itself (``train:``, see
+    ``workflow/rules/training.smk``), whose files do not exist before it runs. Weights are read
     from the file's ``state_dict_ema`` when present (timm ``--model-ema``), else
     ``state_dict``.
     """
     entry = dict(entry)
     directory = Path(entry.pop("checkpoints")).expanduser()
-    if not directory.is_dir():
+    epochs = entry.pop("epochs", None)
+    if epochs is not None:  # declared: the files need not exist yet (a run the workflow itself trains)
+        if not isinstance(epochs, list) or not epochs or not all(isinstance(e, int) and e >= 0 for e in epochs):
+            raise InputError(f"{registry_path}: model {name!r}: 'epochs' must be a list of epoch numbers")
+        found = [(e, directory / f"checkpoint-{e}.pth.tar") for e in sorted(set(epochs))]
+    elif not directory.is_dir():
         raise InputError(f"{registry_path}: model {name!r}: checkpoint directory {directory} not found")
-    found = sorted(
-        ((int(m.group(1)), f) for f in directory.iterdir() if (m := CHECKPOINT_EPOCH.search(f.name))),
-        key=lambda t: t[0],
-    )
+    else:
+        found = sorted(
+            ((int(m.group(1)), f) for f in directory.iterdir() if (m := CHECKPOINT_EPOCH.search(f.name))),
+            key=lambda t: t[0],
+        )
+    summary = directory / "summary.csv"
     if not found:
         raise InputError(f"{registry_path}: model {name!r}: no checkpoint-<epoch>.pth.tar files in {directory}")
     known = set(ModelEntry.__dataclass_fields__) - {"name", "extra", "weights"}
@@ -111,18 +122,29 @@ def checkpoint_entries(name: str, entry: dict, registry_path: Path) -> dict[str,
     entry.pop("weights", None)
     return {
         f"{name}@epoch{epoch}": ModelEntry(name=f"{name}@epoch{epoch}", weights=str(file),
-                                           extra=base_extra | {"epoch": epoch, "run": name}, **entry)
+                                           extra=base_extra | {"epoch": epoch, "run": name,
+                                                               "summary": str(summary)}, **entry)
         for epoch, file in found
     }
 
 
 def select_models(registry: dict[str, ModelEntry], names, modality: str) -> list[str]:
-    """The config's model list for ``modality``: names, or ``'all'`` (every registry model of it)."""
+    """The config's model list for ``modality``: names, or ``'all'`` (every registry model of it).
+
+    The name of a training run (a ``checkpoints:`` entry) selects every checkpoint of it.
+    """
     key = f"{modality}_models"
     if names == "all":
         return [n for n, e in registry.items() if e.modality == modality]
     out = []
     for name in names:
+        run = [n for n, e in registry.items() if name not in registry and e.extra.get("run") == name]
+        if run:
+            names_of_run = [n for n in run if registry[n].modality == modality]
+            if not names_of_run:
+                raise InputError(f"config key {key!r}: {name!r} is a {registry[run[0]].modality} training run")
+            out += names_of_run
+            continue
         entry = lookup(registry, name, key)
         if entry.modality != modality:
             raise InputError(f"config key {key!r}: {name!r} is a {entry.modality} model")

@@ -49,6 +49,10 @@ class NSDLayout:
     def parcel_table(self) -> Path:
         return self.root / "nsddata/freesurfer/fsaverage/label/HCP_MMP1.mgz.ctab"
 
+    def fsaverage_labels(self, hemi: str) -> Path:
+        """HCP-MMP1 on fsaverage (163842 values; 0 unlabelled, else the ctab index), hemi 'lh' or 'rh'."""
+        return self.root / f"nsddata/freesurfer/fsaverage/label/{hemi}.HCP_MMP1.mgz"
+
     def responses(self, subject: str) -> Path:
         return self.root / f"nsddata/ppdata/{subject}/behav/responses.tsv"
 

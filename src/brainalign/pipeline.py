@@ -45,7 +45,8 @@ def mini_nsd_outputs(root: str) -> list[str]:
     layout = NSDLayout(Path(root))
     n_sessions = math.ceil((spec.n_shared + spec.n_unique) * spec.repeats / spec.trials_per_session)
     files = [layout.expdesign, layout.stim_info, layout.stimuli, layout.parcel_table,
-             layout.captions("train2017"), layout.captions("val2017")]
+             layout.captions("train2017"), layout.captions("val2017"), layout.fsaverage_labels("lh"),
+             layout.fsaverage_labels("rh")]
     for s in spec.subjects:
         files += [layout.responses(s), layout.parcel_volume(s)]
         files += [layout.betas(s, k) for k in range(1, n_sessions + 1)]

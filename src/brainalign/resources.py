@@ -37,3 +37,23 @@ VISION_BENCHMARK_COLUMNS = [
 LANGUAGE_BENCHMARK_COLUMNS = [
     "Average ⬆️", "IFEval", "BBH", "MATH Lvl 5", "GPQA", "MUSR", "MMLU-PRO", "#Params (B)", "elo",
 ]
+
+
+@lru_cache
+def paper_subject_consistency(modality: str) -> pd.DataFrame:
+    """The paper's between-subject correlation of model scores (``S01``.. x ``S01``..)."""
+    name = {"vision": "vision_corr.csv", "language": "lang_corr.csv"}[modality]
+    return pd.read_csv(_path(f"paper_tables/{name}"), index_col=0)
+
+
+@lru_cache
+def paper_roi_scores(modality: str) -> pd.DataFrame:
+    """The paper's per-ROI scores (``metric, tgt_feature, yeo7, tgt_model, score, normalized_score``)."""
+    return pd.read_csv(_path(f"paper_tables/brain_regions/{modality}.csv"), dtype={"tgt_feature": str})
+
+
+@lru_cache
+def paper_kernel_size(modality: str) -> pd.DataFrame:
+    """The paper's per-ROI change from cka_28 to cka_68 with its sign consistency across subjects."""
+    return pd.read_csv(_path(f"paper_tables/kernel_size_{modality}/28_68_consistency.csv"), index_col=0,
+                       dtype={"tgt_feature": str})

@@ -27,6 +27,8 @@ ANALYSIS = {
     "pooling": "max_roi_mean_layer",
     "vision_benchmark": "imagenet",
     "language_benchmark": "Average ⬆️",
+    "kernel_sizes": [28, 68],
+    "umap_seed": 0,
 } | config.get("analysis", {})
 MINI = {"seed": 0, "vision_model": "tf_efficientnet_lite0", "language_model": "all-MiniLM-L6-v2"} | config.get(
     "mini_nsd", {}
@@ -71,6 +73,48 @@ def registry_entry(wildcards):
     return {k: v for k, v in entry.items() if k not in NOT_FEATURE_KEYS}
 
 
+def trained_weights(wildcards):
+    """The checkpoint file of a model the workflow trains itself (registry ``train:``), else nothing."""
+    e = REGISTRY[wildcards.model]
+    return [e.weights] if e.extra.get("train") else []
+
+
+def training_runs():
+    """Training runs the workflow performs (registry ``train: mini_nsd``) for the selected models:
+    run name -> directory, architecture, epochs, input size, seed."""
+    runs = {}
+    for m in ALL_MODELS:
+        e = REGISTRY[m]
+        if not e.extra.get("train"):
+            continue
+        if e.extra["train"] != "mini_nsd":
+            _fail(f"model {m!r}: 'train: {e.extra['train']}' is unknown (the workflow trains on: mini_nsd)")
+        run = runs.setdefault(e.extra["run"], {"dir": os.path.dirname(e.weights), "architecture": e.architecture,
+                                               "epochs": [], "input_size": int(e.extra.get("input_size", 96)),
+                                               "seed": e.seed})
+        run["epochs"].append(int(e.extra["epoch"]))
+    return runs
+
+
+TRAINING_RUNS = training_runs()
+
+
+def checkpoint_models():
+    """Selected models that are checkpoints of a training run (vision epochs, or Pythia-style steps)."""
+    out = []
+    for m in ALL_MODELS:
+        x = REGISTRY[m].extra
+        if "epoch" in x:
+            summary = x.get("summary")
+            trained = x.get("train") or (summary and os.path.exists(summary))
+            out.append({"src_model": m, "run": x["run"], "step": int(x["epoch"]), "tokens": None,
+                        "x_label": "training epoch", "summary": summary if trained else None})
+        elif "step" in x:
+            out.append({"src_model": m, "run": REGISTRY[m].architecture, "step": int(x["step"]),
+                        "tokens": x.get("tokens"), "x_label": "training step", "summary": None})
+    return out
+
+
 def model_gpus(wildcards):
     return REGISTRY[wildcards.model].gpus if USE_GPU else 0
 
@@ -107,9 +151,87 @@ def stats_files():
     return [f"{RESULTS}/stats/correlation_sigma{s}.csv" for s in sigmas]
 
 
+def figure_stem(family, stem):
+    return f"{RESULTS}/figures/{family}/{stem}"
+
+
+def figure_outputs(family, stem, caption):
+    """PNG (in the report, with its caption), PDF and CSV of one figure."""
+    base = figure_stem(family, stem)
+    return {
+        "png": report(f"{base}.png", caption=f"../report/{caption}.rst", category=family),
+        "pdf": f"{base}.pdf",
+        "csv": f"{base}.csv",
+    }
+
+
+def measured_tables(wildcards=None):
+    """The per-modality tables (named inputs ``vision``/``language``) the measured figures read."""
+    return {mod: f"{RESULTS}/tables/{mod}_all.parquet" for mod in ("vision", "language") if MODELS[mod]}
+
+
+KERNEL_FROM, KERNEL_TO = ANALYSIS["kernel_sizes"]
+FIGURES = {  # family -> file stem; which are built depends on the mode and the metrics
+    "performance": "brain_score_vs_benchmark",
+    "performance_sigma": "correlation_by_sigma",
+    "consistency": "subject_consistency",
+    "metrics": "metric_correlation",
+    "layers": "layerwise_profiles",
+    "kernel_size": f"change_{KERNEL_FROM}_{KERNEL_TO}",
+    "umap": "umap_profiles",
+    "trajectories": "training_trajectories",
+}
+FIGURE_DIR = {"performance_sigma": "performance"}
+
+
+def figure_families():
+    """The figure families this config can build."""
+    if SCORES_FROM == "paper":
+        return ["performance", "performance_sigma", "consistency", "kernel_size"]
+    out = ["performance", "performance_sigma"] if score_modalities() else []
+    if not MODELS["vision"] and not MODELS["language"]:
+        return out
+    if ANALYSIS["metric"] in METRICS:
+        out += ["consistency", "layers", "umap"]
+    if len(METRICS) >= 2:
+        out.append("metrics")
+    if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):
+        out.append("kernel_size")
+    if ANALYSIS["metric"] in METRICS and checkpoint_models():
+        out.append("trajectories")
+    return out
+
+
+def brain_map_inputs(wildcards):
+    atlas = {"lh": LAYOUT.fsaverage_labels("lh"), "rh": LAYOUT.fsaverage_labels("rh"), "ctab": LAYOUT.parcel_table}
+    if SCORES_FROM != "paper":
+        atlas["table"] = f"{RESULTS}/tables/{wildcards.modality}_all.parquet"
+    return {k: str(v) for k, v in atlas.items()}
+
+
+def brain_map_files():
+    """Brain maps per modality: the headline score and the kernel-size change. In precomputed mode
+    only when ``nsd_root`` holds NSD's fsaverage HCP-MMP1 annotation (the paper's per-ROI tables have
+    no surface of their own)."""
+    kinds = []
+    if SCORES_FROM == "paper":  # a real NSD's atlas: the mini-NSD's 12 parcels cannot show 180 ROIs
+        real = os.path.normpath(NSD_ROOT) != os.path.normpath(DEFAULT_MINI_NSD)
+        if not real or not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
+            return []
+        mods, kinds = ["vision", "language"], ["change"]
+    else:
+        mods = [m for m in ("vision", "language") if MODELS[m]]
+        if ANALYSIS["metric"] in METRICS:
+            kinds.append("score")
+        if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):
+            kinds.append("change")
+    return [f"{figure_stem('brain_maps', f'{m}_{k}')}.{ext}" for m in mods for k in kinds
+            for ext in ("png", "pdf", "csv")]
+
+
 def figure_files():
-    stem = f"{RESULTS}/figures/performance/brain_score_vs_benchmark"
-    return [f"{stem}.png", f"{stem}.pdf", f"{stem}.csv"]
+    return [f"{figure_stem(FIGURE_DIR.get(f, f), FIGURES[f])}.{ext}" for f in figure_families()
+            for ext in ("png", "pdf", "csv")] + brain_map_files()
 
 
 def all_targets():

@@ -5,6 +5,7 @@ rule features:
     input:
         stimuli=expand(f"{RESULTS}/stimuli/{{{{split}}}}/{{subject}}.csv", subject=SUBJECTS),
         images=str(LAYOUT.stimuli),
+        trained=trained_weights,
     output:
         expand(f"{RESULTS}/features/{{{{split}}}}/{{subject}}/{{{{model}}}}.h5", subject=SUBJECTS),
     params:

@@ -1,0 +1,205 @@
+"""Figure rules as plain functions: ``FAMILIES[name](inputs, outputs, params)``.
+
+``scripts/figure.py`` (the entry point of every ``figure_*`` rule) passes the rule's named
+inputs, outputs and params; each function reads its inputs, computes the numbers with
+:mod:`brainalign.analysis` and draws them with :mod:`brainalign.figures` (PNG, PDF and the
+CSV of the numbers, written atomically). In precomputed mode (``scores_from: paper``) the
+inputs are the paper's own tables shipped in ``brainalign/resources``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from brainalign import analysis, figures
+from brainalign.io import InputError
+
+#: Subject names of the paper's published tables (S01 = subj01, ...).
+PAPER_SUBJECTS = {"S01": "subj01", "S02": "subj02", "S05": "subj05", "S07": "subj07"}
+
+
+def read_table(path: str | Path, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The measurement columns of one ``{modality}_all.parquet`` (only ``metrics`` rows, if given)."""
+    cols = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature", "yeo7", "score",
+            "relative_src_feature"]
+    filters = [("metric", "in", list(metrics))] if metrics else None
+    df = pd.read_parquet(path, columns=cols, filters=filters)
+    if df.empty:
+        raise InputError(f"{path}: no rows for metrics {metrics} (add them to the config's metrics)")
+    return df
+
+
+def _tables(inputs: dict, metrics: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    return {mod: read_table(inputs[mod], metrics) for mod in ("vision", "language") if mod in inputs}
+
+
+def _paths(outputs: dict) -> tuple[Path, Path, Path]:
+    return Path(outputs["png"]), Path(outputs["pdf"]), Path(outputs["csv"])
+
+
+def performance(inputs: dict, outputs: dict, params: dict) -> None:
+    scores = {Path(f).stem.rsplit("_", 1)[1]: pd.read_csv(f) for f in inputs["scores"]}
+    pooling = str(next(iter(scores.values()))["pooling"].iloc[0])
+    figures.performance_figure(scores, params["benchmarks"], params["metric"], pooling, *_paths(outputs))
+
+
+def performance_sigma(inputs: dict, outputs: dict, params: dict) -> None:
+    from brainalign.resources import LANGUAGE_BENCHMARK_COLUMNS, VISION_BENCHMARK_COLUMNS
+
+    scores = {Path(f).stem.rsplit("_", 1)[1]: pd.read_csv(f) for f in inputs["scores"]}
+    pooling = str(next(iter(scores.values()))["pooling"].iloc[0])
+    benches = {"vision": [c for c in VISION_BENCHMARK_COLUMNS if not c.startswith("#")],
+               "language": [c for c in LANGUAGE_BENCHMARK_COLUMNS if not c.startswith("#")]}
+    figures.sigma_figure(scores, {m: benches[m] for m in scores}, pooling, *_paths(outputs))
+
+
+def consistency(inputs: dict, outputs: dict, params: dict) -> None:
+    metric, pooling = params["metric"], params["pooling"]
+    if params.get("scores_from") == "paper":
+        from brainalign.resources import paper_subject_consistency
+
+        mats = {mod: paper_subject_consistency(mod).rename(index=PAPER_SUBJECTS, columns=PAPER_SUBJECTS)
+                for mod in ("vision", "language")}
+        figures.consistency_figure(mats, {"vision": 594, "language": 36}, "cka_36",
+                                   "the paper's published matrices", *_paths(outputs))
+        return
+    tables = _tables(inputs, [metric])
+    mats = {mod: analysis.subject_consistency(t, metric, pooling) for mod, t in tables.items()}
+    n = {mod: t["src_model"].nunique() for mod, t in tables.items()}
+    figures.consistency_figure(mats, n, metric, f"measured; {analysis.POOLINGS[pooling]}", *_paths(outputs))
+
+
+def metrics(inputs: dict, outputs: dict, params: dict) -> None:
+    corrs = {mod: analysis.metric_correlation(t) for mod, t in _tables(inputs).items()}
+    figures.metric_heatmap_figure(corrs, *_paths(outputs))
+
+
+def layers(inputs: dict, outputs: dict, params: dict) -> None:
+    metric = params["metric"]
+    profiles = {mod: analysis.layer_profiles(t, metric) for mod, t in _tables(inputs, [metric]).items()}
+    figures.layer_figure(profiles, metric, *_paths(outputs))
+
+
+def roi_tables(inputs: dict, params: dict, metrics: list[str]) -> tuple[dict[str, pd.DataFrame], str]:
+    """Per-ROI scores per modality: measured (:func:`analysis.roi_scores`) or the paper's own."""
+    if params.get("scores_from") == "paper":
+        from brainalign.resources import paper_roi_scores
+
+        out = {}
+        for mod in ("vision", "language"):
+            df = paper_roi_scores(mod)
+            df = df[df["metric"].isin(metrics)].copy()
+            df["tgt_model"] = df["tgt_model"].map(PAPER_SUBJECTS).fillna(df["tgt_model"])
+            out[mod] = df
+        return out, "the paper's published per-ROI scores"
+    return ({mod: analysis.roi_scores(t, metrics) for mod, t in _tables(inputs, metrics).items()},
+            f"measured; per ROI: {analysis.ROI_POOLING}")
+
+
+def kernel_size(inputs: dict, outputs: dict, params: dict) -> None:
+    a, b = params["sigma_from"], params["sigma_to"]
+    if params.get("scores_from") == "paper":
+        from brainalign.resources import paper_kernel_size
+
+        if (a, b) != (28, 68):
+            raise InputError(f"config analysis.kernel_size: the paper published sigma 28 -> 68 only, not {a} -> {b}")
+        changes = {}
+        for mod in ("vision", "language"):
+            ch = paper_kernel_size(mod).copy()
+            ch["deviation"] = ch["norm_mean"] - ch["norm_mean"].mean()
+            changes[mod] = ch
+        figures.kernel_size_figure(changes, a, b, "the paper's published per-ROI changes", *_paths(outputs))
+        return
+    rois, source = roi_tables(inputs, params, [f"cka_{a}", f"cka_{b}"])
+    changes = {mod: analysis.kernel_size_change(r, a, b) for mod, r in rois.items()}
+    figures.kernel_size_figure(changes, a, b, source, *_paths(outputs))
+
+
+def umap(inputs: dict, outputs: dict, params: dict) -> None:
+    metric = params["metric"]
+    tables = _tables(inputs, [metric])
+    both = pd.concat(tables.values(), ignore_index=True)
+    profiles = analysis.profile_matrix(both, metric)
+    modality = {m: mod for mod, t in tables.items() for m in t["src_model"].unique()}
+    layer_xy = analysis.umap_embedding(profiles, seed=params.get("seed", 0))
+    layer_xy.insert(0, "modality", layer_xy["src_model"].map(modality))
+    roi_xy = analysis.umap_embedding(profiles.T, seed=params.get("seed", 0))
+    yeo = both.drop_duplicates("tgt_feature").set_index("tgt_feature")["yeo7"]
+    roi_xy.insert(1, "yeo7", roi_xy["tgt_feature"].map(yeo))
+    figures.umap_figure(layer_xy, roi_xy, metric, *_paths(outputs))
+
+
+def brain_map(inputs: dict, outputs: dict, params: dict) -> None:
+    """Per-ROI values of one modality on fsaverage5 (family 7): the headline metric's per-ROI score
+    (``kind: score``) or the kernel-size change of the z-normalised score (``kind: change``)."""
+    from brainalign.brainmap import load_atlas, plot_brain_map
+    from brainalign.io import write_csv
+
+    modality, kind, metric = params["modality"], params["kind"], params["metric"]
+    a, b = params["sigma_from"], params["sigma_to"]
+    atlas = load_atlas(inputs["lh"], inputs["rh"], inputs["ctab"])
+    if kind == "change":
+        if params.get("scores_from") == "paper":
+            from brainalign.resources import paper_kernel_size
+
+            ch = paper_kernel_size(modality)
+            source = "the paper's published per-ROI changes"
+        else:
+            rois, source = roi_tables({modality: inputs["table"]}, params, [f"cka_{a}", f"cka_{b}"])
+            ch = analysis.kernel_size_change(rois[modality], a, b)
+        values = ch.set_index("tgt_feature")["norm_mean"]
+        title = f"{modality} models: change of z-normalised score, cka_{a} -> cka_{b}\n({source})"
+        label, cmap, symmetric = "Δ z-normalised score (mean over subjects)", "RdBu_r", True
+        table = ch.assign(value=ch["norm_mean"])
+    else:
+        rois, source = roi_tables({modality: inputs.get("table")}, params, [metric])
+        per_roi = rois[modality].groupby(["tgt_feature", "yeo7"], observed=True)["score"].mean()
+        table = per_roi.rename("value").reset_index()
+        values = table.set_index("tgt_feature")["value"]
+        title = f"{modality} models: {metric} per ROI, mean over subjects\n({source})"
+        label, cmap, symmetric = f"{metric} (unitless)", "viridis", False
+    known = set(atlas.names.values())
+    shown = {str(k): float(v) for k, v in values.items() if str(k) in known}
+    plot_brain_map(shown, atlas, Path(outputs["png"]), Path(outputs["pdf"]), title, label, cmap, symmetric)
+    table = table.assign(modality=modality, kind=kind, on_atlas=table["tgt_feature"].astype(str).isin(known))
+    write_csv(table, outputs["csv"])
+
+
+def trajectories(inputs: dict, outputs: dict, params: dict) -> None:
+    """Training trajectories (family 9): every checkpoint model of the config, grouped by run.
+
+    ``params['checkpoints']``: one dict per checkpoint model (``src_model, run, step, tokens,
+    x_label, summary``); ``summary`` is the run's timm ``summary.csv`` (``epoch, eval_top1``),
+    whose held-out top-1 is the run's performance, or None.
+    """
+    metric = params["metric"]
+    ck = pd.DataFrame(params["checkpoints"])
+    ck["performance"] = float("nan")
+    ck["performance_label"] = ""
+    for summary, idx in ck.groupby("summary", dropna=True).groups.items():
+        table = pd.read_csv(summary)
+        if not {"epoch", "eval_top1"} <= set(table.columns):
+            raise InputError(f"{summary}: needs timm's summary.csv columns epoch, eval_top1")
+        top1 = table.set_index("epoch")["eval_top1"]
+        ck.loc[idx, "performance"] = ck.loc[idx, "step"].map(top1).to_numpy(float)
+        ck.loc[idx, "performance_label"] = "held-out top-1 of the training task (%)"
+    tables = _tables(inputs, [metric])
+    both = pd.concat(tables.values(), ignore_index=True)
+    traj = analysis.trajectory(both, ck, metric)
+    figures.trajectory_figure(traj, metric, *_paths(outputs))
+
+
+FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
+    "performance": performance,
+    "performance_sigma": performance_sigma,
+    "consistency": consistency,
+    "metrics": metrics,
+    "layers": layers,
+    "kernel_size": kernel_size,
+    "umap": umap,
+    "brain_map": brain_map,
+    "trajectories": trajectories,
+}
