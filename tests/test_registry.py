@@ -115,7 +115,7 @@ def test_pythia_checkpoints_are_six_sizes_by_18_steps(pythia):
 def test_registry_files_merge_and_names_are_unique():
     merged = load_registry([str(p) for p in PAPER_FILES])
     singles = [load_registry(p) for p in PAPER_FILES]
-    assert len(merged) == sum(len(r) for r in singles) == 6 + 596 + 43 + 108
+    assert len(merged) == sum(len(r) for r in singles) == 11 + 596 + 43 + 108
     assert load_registry(PAPER_FILES[:1]) == load_registry(PAPER_FILES[0])
 
 
@@ -151,6 +151,7 @@ def test_placeholder_nsd_has_every_input_and_spares_real_files(tmp_path):
     created, kept = tool.write_placeholder(tmp_path, subjects)
     layout = NSDLayout(tmp_path)
     needed = {layout.stimuli} | {p for s in subjects for p in layout.subject_inputs(s) + layout.stimulus_inputs(s)}
+    needed |= {layout.fsaverage_labels(h) for h in ("lh", "rh")}  # the brain maps' atlas
     assert (created, kept) == (len(needed) - 1, 1)
     assert all(p.is_file() for p in needed)
     assert real.read_bytes() == b"not empty"
@@ -167,7 +168,7 @@ def test_paper_config_dry_run_plans_every_model(tmp_path):
     dry = snakemake(work, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "config/nsd_paper.yaml",
                     "--config", f"nsd_root={nsd}")
     seconds = time.perf_counter() - start
-    n_models = 6 + 596 + 43 + 108
+    n_models = 596 + 43 + 108
     counts = job_counts(dry.stdout)
     per_model = {"ingest": 4, "stimuli": 4, "features": n_models, "align": 4 * n_models, "aggregate": 2}
     assert {rule: counts[rule] for rule in per_model} == per_model

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts
-from test_workflow import EXPECTED_JOBS
+from test_workflow import EXPECTED_JOBS, N_ALIGN
 
 SLURM_COMMANDS = {"sbatch", "srun", "salloc", "sinfo", "squeue", "sacct", "sacctmgr", "scontrol", "scancel",
                   "sshare", "sstat", "sprio", "sreport", "sdiag", "sattach", "sbcast", "strigger", "scrontab"}
@@ -172,7 +172,7 @@ def test_demo_workflow_through_slurm_equals_local_run(demo_run, slurm_env, tmp_p
     calls = [line for line in proc.stdout.splitlines() if line.startswith("sbatch call:")]
     gpu_calls = [c for c in calls if "--comment rule_features" in c or "--comment rule_align" in c]
     other_calls = [c for c in calls if c not in gpu_calls]
-    assert len(gpu_calls) == 4 + 16, calls
+    assert len(gpu_calls) == EXPECTED_JOBS["features"] + N_ALIGN, calls
     assert all("--gpus=1" in c for c in gpu_calls), gpu_calls
     assert other_calls and not any("--gpus" in c for c in other_calls), other_calls
     assert_tables_equal(work, demo_run)
@@ -182,7 +182,7 @@ def test_demo_workflow_through_slurm_equals_local_run(demo_run, slurm_env, tmp_p
 def test_scancel_mid_run_fails_and_rerun_does_only_the_rest(demo_run, slurm_env, tmp_path):
     """A job cancelled with scancel fails the run; a rerun with the profile does only what is missing."""
     work = copy_workflow(tmp_path / "slurm_fault")
-    for part in ("mini_nsd", "stimuli", "brain", "features"):
+    for part in ("mini_nsd", "stimuli", "brain", "training", "features"):
         shutil.copytree(demo_run / "results" / part, work / "results" / part)
     cmd = [SNAKEMAKE, "--profile", str(REPO / "profiles/slurm-test")]
     sm = subprocess.Popen(cmd, cwd=work, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -203,12 +203,12 @@ def test_scancel_mid_run_fails_and_rerun_does_only_the_rest(demo_run, slurm_env,
     assert sm.returncode != 0, output[-4000:]
     assert f"SLURM-job '{job}' failed" in output, output[-4000:]
     finished = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
-    assert len(finished) < 16
+    assert len(finished) < N_ALIGN
 
     proc = demo_snakemake(work, slurm_env)
     assert proc.returncode == 0, proc.stdout[-4000:]
     counts = job_counts(proc.stdout)
-    assert counts["align"] == 16 - len(finished)
+    assert counts["align"] == N_ALIGN - len(finished)
     assert "features" not in counts and "mini_nsd" not in counts
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"

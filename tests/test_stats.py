@@ -251,6 +251,7 @@ def test_correlate_by_hand():
 
 def test_formatting():
     assert stats.format_p(7.521375e-13) == "<7.5e-13"  # ordinary rounding, not rounded up
+    assert stats.format_p(float("nan")) == "nan"
     assert stats.format_p(1.2890e-08) == "<1.3e-08"
     assert stats.format_p(0.0) == "<0.0e+00"
     assert stats.format_p(1.562e-04) == "<1.6e-04"

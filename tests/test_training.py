@@ -143,3 +143,40 @@ def test_same_seed_same_run(release, tmp_path):
 def test_epochs_must_be_positive(release, tmp_path):
     with pytest.raises(InputError, match="epochs"):
         train_checkpoints(release.root, tmp_path, epochs=[0, 2])
+
+
+def test_declared_run_becomes_models_that_load_at_the_trained_resolution(run, tmp_path):
+    """A registry entry with ``checkpoints`` + ``epochs`` (the workflow's own run) names one model per
+    epoch before the files exist; each loads its EMA weights with the run's class count and extracts
+    features at the resolution it was trained at."""
+    import yaml
+
+    from brainalign.features import build_vision_model, extract_vision
+    from brainalign.models import load_registry, select_models
+
+    out_dir, _ = run
+    reg = tmp_path / "models.yaml"
+    reg.write_text(yaml.safe_dump({"cnn": {
+        "modality": "vision", "source": "timm", "architecture": ARCH, "num_classes": len(PHOTOS),
+        "input_size": 48, "checkpoints": str(out_dir), "epochs": [8, 1], "train": "mini_nsd"}}))
+    registry = load_registry(reg)
+    assert select_models(registry, ["cnn"], "vision") == ["cnn@epoch1", "cnn@epoch8"]
+    entry = registry["cnn@epoch8"]
+    assert entry.weights == str(out_dir / "checkpoint-8.pth.tar")
+    assert entry.extra["summary"] == str(out_dir / "summary.csv") and entry.extra["run"] == "cnn"
+    model = build_vision_model(entry)
+    ckpt = torch.load(out_dir / "checkpoint-8.pth.tar", map_location="cpu", weights_only=True)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ckpt["state_dict_ema"][k])
+    assert vision_transform(model).transforms[0].size in (48, [48], (48, 48))
+    names, layers = extract_vision(model, [_pil(128)], "cpu")
+    assert len(names) == len(layers) > 3
+    # undeclared directory: globbed; a missing one is an error naming it
+    reg.write_text(yaml.safe_dump({"cnn": {"modality": "vision", "source": "timm", "architecture": ARCH,
+                                           "checkpoints": str(tmp_path / "nope")}}))
+    with pytest.raises(InputError, match="nope"):
+        load_registry(reg)
+    reg.write_text(yaml.safe_dump({"cnn": {"modality": "vision", "source": "timm", "architecture": ARCH,
+                                           "checkpoints": str(out_dir), "epochs": "all"}}))
+    with pytest.raises(InputError, match="epochs"):
+        load_registry(reg)

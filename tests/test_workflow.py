@@ -22,7 +22,7 @@ pytestmark = pytest.mark.workflow
 MODELS = {"vision": ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
                      "tf_efficientnet_lite0.untrained"],
           "language": ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2.untrained", "all-MiniLM-L6-v2.untrained-seed1"]}
-N_ALIGN = 4 * (len(MODELS["vision"]) + len(MODELS["language"]))
+N_ALIGN = 4 * (len(MODELS["vision"]) + len(MODELS["language"]) + 4)  # + the trained CNN's 4 checkpoints
 FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside each)
     "figure_performance": "results/figures/performance/brain_score_vs_benchmark.png",
     "figure_performance_sigma": "results/figures/performance/correlation_by_sigma.png",
@@ -32,8 +32,10 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_kernel_size": "results/figures/kernel_size/change_28_68.png",
     "figure_umap": "results/figures/umap/umap_profiles.png",
     "figure_brain_map": "results/figures/brain_maps/vision_change.png",
+    "figure_trajectories": "results/figures/trajectories/training_trajectories.png",
 }
-EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "features": 7, "align": N_ALIGN, "aggregate": 2,
+EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "train_mini_nsd_cnn": 1, "features": 11,
+                 "align": N_ALIGN, "aggregate": 2,
                  "model_scores": 2, "correlation_stats": 1, **{rule: 1 for rule in FIGURES},
                  "figure_brain_map": 4, "all": 1}
 EXPECTED_JOBS["total"] = sum(EXPECTED_JOBS.values())
@@ -48,17 +50,18 @@ def test_dry_run_lists_jobs_per_rule_and_runs_nothing(tmp_path):
 
 def test_tables_hold_one_row_per_measurement(demo_run):
     for modality, names in MODELS.items():
-        models = len(names)
+        models = set(names) | ({f"mini_nsd_cnn@epoch{e}" for e in (1, 2, 4, 8)} if modality == "vision" else set())
         table = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
         assert table.columns[:8].tolist() == ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature",
                                               "yeo7", "score", "relative_src_feature"]
         key = ["tgt_model", "src_model", "src_feature", "tgt_feature", "metric"]
         assert not table.duplicated(key).any()
         assert set(table["metric"]) == set(ALL_METRICS)
-        assert table["src_model"].nunique() == models
+        assert set(table["src_model"]) == models
         assert set(table["tgt_model"]) == {"subj01", "subj02", "subj05", "subj07"}
-        n_layers, n_rois = table["src_feature"].nunique(), table["tgt_feature"].nunique()
-        assert len(table) == 4 * models * n_layers * n_rois * 27
+        n_layers = table.groupby("src_model")["src_feature"].nunique()
+        n_rois = table["tgt_feature"].nunique()
+        assert len(table) == 4 * n_layers.sum() * n_rois * 27
         assert table["relative_src_feature"].between(0, 7).all()
         assert table["score"].notna().all()
     vision = pd.read_parquet(demo_run / "results/tables/vision_all.parquet")
@@ -110,12 +113,22 @@ def test_figure_numbers(demo_run):
 
     fig = demo_run / "results/figures"
     tables = {m: pd.read_parquet(demo_run / f"results/tables/{m}_all.parquet") for m in MODELS}
+    checkpoints = [f"mini_nsd_cnn@epoch{e}" for e in (1, 2, 4, 8)]
+    for modality, table in tables.items():  # the measured per-model scores, not the paper's
+        scores = pd.read_csv(demo_run / f"results/stats/model_scores_{modality}.csv").set_index("model")
+        assert set(scores.index) == set(MODELS[modality]) | (set(checkpoints) if modality == "vision" else set())
+        want = analysis.brain_scores(table, "cka_36").set_index("src_model")["brain_score"]
+        np.testing.assert_allclose(scores.loc[want.index, "cka_36"], want)
+    traj = pd.read_csv(fig / "trajectories/training_trajectories.csv")
+    assert traj["src_model"].tolist() == checkpoints and traj["step"].tolist() == [1, 2, 4, 8]
+    assert traj["performance"].iloc[-1] > 50 > traj["performance"].iloc[0]  # held-out top-1 (%), 18 classes
+    assert (traj["ci_low"] <= traj["brain_score"]).all() and (traj["brain_score"] <= traj["ci_high"]).all()
     cons = pd.read_csv(fig / "consistency/subject_consistency.csv")
     for modality, table in tables.items():
         want = analysis.subject_consistency(table, "cka_36")
         got = cons[cons.modality == modality].pivot(index="subject_a", columns="subject_b", values="pearson_r")
         np.testing.assert_allclose(got.loc[want.index, want.columns], want, atol=1e-9)
-        assert (cons.loc[cons.modality == modality, "n_models"] == len(MODELS[modality])).all()
+        assert (cons.loc[cons.modality == modality, "n_models"] == table["src_model"].nunique()).all()
     # vision models agree across subjects (planted signal, shared images), far from chance
     vision = cons[(cons.modality == "vision") & (cons.subject_a != cons.subject_b)]
     assert vision["pearson_r"].min() > 0.9
@@ -148,7 +161,7 @@ def test_report_builds_offline_with_every_figure(demo_run):
 def test_resume_after_a_crash_redoes_only_what_is_missing(demo_run, tmp_path):
     work = copy_workflow(tmp_path / "resume")
     # start from the finished data and features (mtimes kept), so the crash hits the alignment stage
-    for part in ("mini_nsd", "stimuli", "brain", "features"):
+    for part in ("mini_nsd", "stimuli", "brain", "training", "features"):
         shutil.copytree(demo_run / "results" / part, work / "results" / part)
     proc = subprocess.Popen([SNAKEMAKE, "--cores", "1"], cwd=work, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

@@ -271,8 +271,9 @@ def paper_table(
 # --------------------------------------------------------------------------- formatting
 
 def format_p(p: float) -> str:
-    """The paper's p-value string: ``"<"`` + one-decimal scientific mantissa (``"<3.5e-08"``, ``"<0.0e+00"``)."""
-    return f"<{p:.1e}"
+    """The paper's p-value string: ``"<"`` + one-decimal scientific mantissa (``"<3.5e-08"``, ``"<0.0e+00"``);
+    ``"nan"`` when undefined (fewer than 3 models with the benchmark)."""
+    return f"<{p:.1e}" if math.isfinite(p) else "nan"
 
 
 def format_ci(lo: float, hi: float) -> str:
