@@ -158,7 +158,7 @@ def assert_tables_equal(work: Path, reference: Path) -> None:
                                       want.sort_values(TABLE_KEY).reset_index(drop=True))
 
 
-def demo_snakemake(work, env, *args, timeout=1500):
+def demo_snakemake(work, env, *args, timeout=2400):  # the demo through sbatch: ~16 min here
     return run([SNAKEMAKE, "--profile", REPO / "profiles/slurm-test", *args], env=env, cwd=work, timeout=timeout)
 
 
