@@ -2,11 +2,14 @@
 
     python -m brainalign.bench [--device cpu|cuda] [--n 1000] [--layers 12] [--dim 768]
                                [--rois 180] [--voxels 500] [--pairs 2]
+    python -m brainalign.bench --paper-job [--device cpu|cuda] [--max-bytes GB]
 
 Prints, side by side from one run on the same data, seconds per measurement
-for each metric family and for all 27 variants together, and their ratio; then
-the projected time of one (subject, model) job at paper size. The per-pair
-baseline recomputes both representations' kernels for every pair and forms
+for each metric family and for all 27 variants together, and their ratio.
+``--paper-job`` runs one whole job at paper size instead (n = 8,859 stimuli, 12 layers
+of d = 768, 180 ROIs of v = 200, all 27 variants) and prints its wall time, peak RSS,
+the split by phase, and a roofline projection of the same job and of the paper's
+workload on one H100. The per-pair baseline recomputes both representations' kernels for every pair and forms
 ``trace(K H L H)`` with n x n x n products, as the reference does; it is timed
 on ``--pairs`` pairs (it is too slow to run on all of them).
 """
@@ -26,7 +29,13 @@ FAMILIES = {
     "mutual_knn": [f"mutual_knn_{k}" for k in MUTUAL_KNN_K],
     "cycle_knn": [f"cycle_knn_{k}" for k in CYCLE_KNN_K],
 }
-PAPER = {"n": 8859, "layers": 36, "rois": 180}
+PAPER_JOB = {"n": 8859, "layers": 12, "dim": 768, "rois": 180, "voxels": 200}
+# H100 SXM peak rates assumed by the projection (NVIDIA's data sheet): FP64 tensor-core and
+# FP32 matrix products, HBM3 bandwidth
+H100 = {"fp64_flops": 67e12, "fp32_flops": 67e12, "bytes_per_s": 3.35e12}
+# the paper's zoo: 594 vision models (~16 layers on average) and 36 language models (~30),
+# 4 subjects, 180 ROIs (from the model registry; layers are what a job scales with)
+PAPER_ZOO = [(594, 16), (36, 30)]
 
 
 # ----------------------------------------------------------------------------- the per-pair baseline
@@ -187,6 +196,93 @@ def bench_extraction(device: str, n_images: int = 64, repeats: int = 3) -> None:
         print(f"{name:<24}{tb:>10.3f}{te:>11.3f}{te / tb:>7.2f}x{n_images / te:>11.1f}")
 
 
+def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: int = 12, k: int = 400,
+               kc: int = 50) -> dict[str, tuple[float, float, str]]:
+    """FLOPs and bytes moved per phase of one all-27 job of the streaming engine.
+
+    Returns ``{phase: (flops, bytes, precision)}``: Gram rows (float64, both passes), top-k
+    (reading the Gram rows), distances, kernels (read distances, write, centre, two sums;
+    one exp an entry), the float32 CKA products, and the neighbour gathers.
+    """
+    S, T, n2 = layers, rois, float(n) * n
+    return {
+        "inner products": (2 * n2 * 2 * (S * dim + T * voxels), 0.0, "fp64"),
+        "neighbours": (0.0, n2 * 8 * (S + 2 * T), "fp64"),
+        "distances": (0.0, n2 * 40 * (S + T), "fp64"),
+        "exp": (0.0, n2 * 32 * (S + T) * sigmas, "fp32"),
+        "products": (2 * n2 * S * T * sigmas, 0.0, "fp32"),
+        "neighbour metrics": (0.0, S * T * n * (k * 2 * 12 + kc * 3 * 24), "int"),
+    }
+
+
+def h100_projection(counts: dict) -> dict[str, float]:
+    """Seconds per phase on one H100 at its peak rates (a lower bound: roofline, no overheads)."""
+    out = {}
+    for phase, (flops, nbytes, prec) in counts.items():
+        peak = H100["fp64_flops"] if prec == "fp64" else H100["fp32_flops"]
+        out[phase] = max(flops / peak, nbytes / H100["bytes_per_s"])
+    return out
+
+
+def paper_job(device: str, max_bytes: float | None) -> None:
+    """One (subject, model) job at paper size, features generated per representation on demand."""
+    import logging
+    import resource
+
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    c = PAPER_JOB
+    n = c["n"]
+    latent = np.random.default_rng(0).normal(size=(n, 64)).astype(np.float32)
+
+    def make(seed, d, noise):
+        def load():
+            rng = np.random.default_rng(seed)
+            return latent @ rng.normal(size=(64, d)).astype(np.float32) + noise * rng.normal(
+                size=(n, d)).astype(np.float32)
+        return load
+
+    layers = [make(1 + i, c["dim"], 2.0) for i in range(c["layers"])]
+    rois = [make(1000 + i, c["voxels"], 4.0) for i in range(c["rois"])]
+    print(f"paper-size job on {device} ({torch.cuda.get_device_name(0) if device.startswith('cuda') else 'CPU'}, "
+          f"torch threads {torch.get_num_threads()}): n = {n}, {c['layers']} layers of d = {c['dim']}, "
+          f"{c['rois']} ROIs of v = {c['voxels']}, all 27 variants")
+    stats: dict = {}
+    _sync(device)
+    t = time.perf_counter()
+    out = score_matrices(layers, rois, "all", device, max_bytes=int(max_bytes * 2**30) if max_bytes else None,
+                         stats=stats)
+    _sync(device)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert all(np.isfinite(m).all() for m in out.values())
+    print(f"wall {wall:.0f} s ({wall / 60:.1f} min), peak RSS {peak / 1e9:.2f} GB"
+          + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB" if device.startswith("cuda")
+             else ""))
+    print(f"blocks of {stats['block_rows']} rows x {stats['blocks']} blocks x {stats['passes']} passes; "
+          f"fixed {stats['fixed_bytes'] / 1e9:.2f} GB, {stats['bytes_per_row'] / 1e6:.1f} MB per row")
+    counts = job_counts(n, c["layers"], c["dim"], c["rois"], c["voxels"])
+    proj = h100_projection(counts)
+    print(f"{'phase':<20}{'measured s':>12}{'share':>8}{'GFLOP':>10}{'GB moved':>10}{'H100 s':>9}")
+    secs = stats["seconds"]
+    phase_of = {"gram": "inner products", "neighbours": "neighbours", "distances": "distances", "exp": "exp",
+                "products": "products", "neighbour metrics": "neighbour metrics", "z-score": "z-score"}
+    for key, secs_ in secs.items():
+        ph = phase_of.get(key, key)
+        fl, by, _ = counts.get(ph, (0.0, 0.0, ""))
+        print(f"{ph:<20}{secs_:>12.1f}{secs_ / wall:>7.0%}{fl / 1e9:>10.0f}{by / 1e9:>10.0f}{proj.get(ph, 0):>9.2f}")
+    job_h100 = sum(proj.values())
+    print(f"H100 roofline for this job: {job_h100:.1f} s (peaks assumed: FP64 {H100['fp64_flops'] / 1e12:.0f} "
+          f"TFLOP/s, FP32 {H100['fp32_flops'] / 1e12:.0f} TFLOP/s, HBM {H100['bytes_per_s'] / 1e12:.2f} TB/s; "
+          "a lower bound)")
+    total = 0.0
+    for models, depth in PAPER_ZOO:
+        total += models * 4 * sum(h100_projection(job_counts(n, depth, c["dim"], c["rois"], c["voxels"])).values())
+    print(f"paper workload (594 vision models of ~16 layers + 36 language models of ~30, x 4 subjects) "
+          f"at that roofline: {total / 3600:.2f} H100-hours")
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -200,7 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pairs", type=int, default=2, help="pairs timed with the per-pair baseline")
     ap.add_argument("--skip-baseline", action="store_true")
     ap.add_argument("--only", choices=["alignment", "extraction"], help="run one part only")
+    ap.add_argument("--paper-job", action="store_true", help="time one whole job at paper size")
+    ap.add_argument("--max-bytes", type=float, help="engine memory budget in GiB (default: the engine's)")
     a = ap.parse_args(argv)
+    if a.paper_job:
+        paper_job(a.device, a.max_bytes)
+        return
 
     if a.only != "alignment":
         bench_extraction(a.device)
@@ -230,18 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         rows[family] = (eng, base)
         print(f"{family:<12}{len(names):>9}{eng:>14.3f}{eng_meas:>15.2e}{base:>17.2e}{base / eng_meas:>9.0f}x")
 
-    # projection to paper size: measure the engine again at n/2 and fit t ~ n^p
-    half = max(a.n // 2, 420)
-    all27 = [n for v in FAMILIES.values() for n in v]
-    t_half = time_engine([x[:half] for x in layers], [y[:half] for y in rois], all27, dev)
-    p = np.log(rows["all 27"][0] / t_half) / np.log(a.n / half)
-    scale = (PAPER["n"] / a.n) ** p * (PAPER["layers"] * PAPER["rois"]) / pairs
-    job = rows["all 27"][0] * scale
-    print(f"\nscaling with n: t ~ n^{p:.2f} (n = {half}: {t_half:.2f} s, n = {a.n}: {rows['all 27'][0]:.2f} s)")
-    print(f"projected (subject, model) job at paper size (n = {PAPER['n']}, {PAPER['layers']} layers, "
-          f"{PAPER['rois']} ROIs, 27 variants): {job:.0f} s on {dev}")
-    print(f"projected paper workload (630 models x 4 subjects): {job * 630 * 4 / 3600:.1f} device-hours")
-
+    print("\na whole job at paper size, measured: python -m brainalign.bench --paper-job [--device cuda]")
 
 if __name__ == "__main__":
     main()

@@ -303,6 +303,13 @@ def write_features(path: Path, model: str, stimulus_ids: np.ndarray, layer_names
 
 def read_features(path: Path, expected_ids: np.ndarray | None = None) -> tuple[list[str], list[np.ndarray], dict]:
     """``(layer_names, [float32 (n, d_l)], metadata)``; checks the stimulus ids if given."""
+    names, loaders, meta = feature_loaders(path, expected_ids)
+    return names, [load() for load in loaders], meta
+
+
+def feature_loaders(path: Path, expected_ids: np.ndarray | None = None) -> tuple[list[str], list, dict]:
+    """Like :func:`read_features`, with one zero-argument loader per layer instead of the arrays
+    (so a job holds one layer's raw features at a time)."""
     import h5py
 
     with h5py.File(path, "r") as f:
@@ -313,9 +320,15 @@ def read_features(path: Path, expected_ids: np.ndarray | None = None) -> tuple[l
                 "delete the file so it is extracted again"
             )
         names = json.loads(f.attrs["layer_names"])
-        layers = [f[f"layers/{i:03d}"][()].astype(np.float32) for i in range(len(names))]
         meta = json.loads(f.attrs["metadata"])
-    return names, layers, meta
+
+    def loader(i):
+        def load():
+            with h5py.File(path, "r") as f:
+                return f[f"layers/{i:03d}"][()].astype(np.float32)
+        return load
+
+    return names, [loader(i) for i in range(len(names))], meta
 
 
 def load_stimulus_images(stimuli_hdf5: Path, stimulus_ids: np.ndarray) -> np.ndarray:

@@ -329,8 +329,22 @@ def write_brain(path: Path, subject: str, split: str, stim_ids: np.ndarray, rois
 
 def read_brain(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Inverse of :func:`write_brain`: ``(stimulus_ids, {roi: (n, v) array})`` in ROI order."""
+    ids, loaders = brain_loaders(path)
+    return ids, {n: load() for n, load in loaders.items()}
+
+
+def brain_loaders(path: Path) -> tuple[np.ndarray, dict]:
+    """Like :func:`read_brain`, with one zero-argument loader per ROI instead of the arrays."""
     import h5py
 
     with h5py.File(path, "r") as f:
         names = json.loads(f.attrs["rois"])
-        return f["stimulus_ids"][()], {n: f[f"roi/{n}"][()] for n in names}
+        ids = f["stimulus_ids"][()]
+
+    def loader(name):
+        def load():
+            with h5py.File(path, "r") as f:
+                return f[f"roi/{name}"][()]
+        return load
+
+    return ids, {n: loader(n) for n in names}

@@ -91,12 +91,13 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
 def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metrics, device: str,
               out: Path) -> None:
     """Every layer x ROI x metric of one (subject, model), to parquet."""
-    from brainalign.features import read_features, resolve_device
+    from brainalign.features import feature_loaders, resolve_device
     from brainalign.metrics import score_matrices
-    from brainalign.nsd import read_brain
+    from brainalign.nsd import brain_loaders
 
-    ids, rois = read_brain(Path(brain_h5))
-    _, layers, _ = read_features(Path(features_h5), expected_ids=ids)
+    # loaders, not arrays: the engine reads each layer and ROI once, z-scores it and drops the raw copy
+    ids, rois = brain_loaders(Path(brain_h5))
+    _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
     mats = score_matrices(layers, list(rois.values()), metrics, resolve_device(device))
     frames = []
     for metric, mat in mats.items():

@@ -1,0 +1,657 @@
+"""The streaming alignment engine behind :func:`brainalign.metrics.score_matrices`.
+
+Every metric of every (source, target) pair is a sum over the stimulus x stimulus
+plane, or over each row's neighbours, so a job streams that plane in blocks of
+``b`` whole rows and never holds an n x n matrix:
+
+* each representation is z-scored once (float64, n x d);
+* **pass 1** (only when a neighbour metric is asked for): per row block, the float64
+  Gram rows ``Z[rows] @ Z.T`` of every source give its exact top-k neighbours at the
+  largest k; targets get theirs at CKNNA's largest k. The lists are inverted once
+  (for each stimulus j, the stimuli whose lists hold j, and at which rank), so that
+  "is i among j's neighbours" is a lookup;
+* **pass 2**, per row block: Gram rows of every representation again; from them the
+  squared distances, the targets' neighbours at the largest k, and every neighbour
+  metric of the block's rows (O(k) entries per pair and row); then, for each sigma,
+  every representation's RBF kernel block, approximately centred, and all
+  (source, target) products of the block as one matrix product of the stacked
+  flattened blocks, summed in float64 over blocks.
+
+CKA's centring. ``HSIC(K, L) = sum(HKH * HLH)`` is unchanged when K is replaced by
+``K~ = K - a 1' - 1 a' + c`` for any vector a and scalar c (H kills both), and then
+``HSIC = <K~, L~> - (2/n) <R_K, R_L> + T_K T_L / n^2`` with ``R`` the row sums of
+``K~`` and ``T`` their total, both collected exactly as the blocks go by. So the
+result does not depend on ``a``: it is chosen as each row's mean over a fixed sample
+of columns (:data:`CENTRE_SAMPLE`), which makes ``K~`` nearly centred and keeps the
+float32 products of the blocks free of cancellation.
+
+Neighbours. Inner products are rounded to :data:`TIE_TOLERANCE` times the largest one,
+then ties go to the lowest index, with one exact float64 key per entry; a block's
+rows are first cut to their ``k + CANDIDATE_MARGIN`` largest raw inner products and
+only rows whose margin does not clear the k-th rounded value (heavy ties) are keyed
+in full. Results are therefore exactly those of a full sort, on any device.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TIE_TOLERANCE = 1e-9
+CANDIDATE_MARGIN = 8
+CENTRE_SAMPLE = 256
+ACCUMULATE_BLOCK = 1 << 20  # float32 partial sums over at most 2^20 terms, then float64
+EPS_CKA = 1e-6
+BIG = 32767  # the rank of a stimulus that is not among the neighbours (int16)
+PROGRESS_SECONDS = 30.0
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+
+def _malloc_trim():
+    """Return freed heap memory to the OS (glibc), so that peak RSS follows the block budget.
+
+    glibc raises its mmap threshold as large blocks are freed; the engine's transient
+    megabyte-sized tensors then land on the heap between long-lived ones (z-scored features,
+    neighbour lists) and stay resident after they are freed: at paper size that was 5 GB of
+    RSS after z-scoring 192 representations. A trim after each representation, each inverted
+    list and each row block gives it back.
+    """
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+
+
+def index_dtype(n: int):
+    """Compact storage for stimulus indices: int16 below 32,768 stimuli, else int32."""
+    import torch
+
+    return torch.int16 if n <= 32767 else torch.int32
+
+
+def tie_shift(n: int) -> float:
+    """The power of two that the rounded inner product is multiplied by in the neighbour key."""
+    shift = float(1 << max(1, math.ceil(math.log2(n))))
+    if shift / TIE_TOLERANCE >= 2.0**53:
+        raise ValueError(f"n = {n} stimuli is too many for exact neighbour keys (at most ~8 million)")
+    return shift
+
+
+def block_neighbours(g, r0: int, k: int, scale: float, shift: float):
+    """Exact top-``k`` neighbours of the rows of a Gram block, self excluded.
+
+    ``g`` (b, n) holds the inner products of stimuli ``r0 .. r0 + b - 1`` with all n
+    stimuli (float64); it is overwritten. Values are rounded to multiples of
+    ``scale``, ties go to the lowest index. Returns (b, k) int64, best first.
+    """
+    import torch
+
+    b, n = g.shape
+    rows = torch.arange(b, device=g.device)
+    g[rows, r0 + rows] = float("-inf")
+    m = min(n - 1, k + CANDIDATE_MARGIN)
+    val, cand = torch.topk(g, m, dim=1, sorted=False)
+    q = torch.round(val / scale)
+    key = q * shift + (n - 1 - cand).to(q.dtype)
+    sel = torch.topk(key, k, dim=1).indices
+    idx = cand.gather(1, sel)
+    if m < n - 1:
+        # a row is exact when its last candidate is strictly below its k-th pick once rounded:
+        # every other stimulus has an inner product no larger than that candidate's
+        unsure = torch.nonzero(q.amin(1) >= q.gather(1, sel[:, -1:]).squeeze(1)).squeeze(1)
+        if unsure.numel():
+            cols = torch.arange(n, device=g.device, dtype=torch.float64)
+            full = torch.round(g[unsure] / scale) * shift + (n - 1 - cols)[None, :]
+            idx[unsure] = torch.topk(full, k, dim=1).indices
+    return idx
+
+
+@dataclass
+class Inverse:
+    """The neighbour lists of one representation, inverted: for each stimulus j, the
+    stimuli i whose lists hold j (``rows``) and j's rank there (``ranks``), j by j."""
+
+    offsets: object  # (n + 1,) int64
+    rows: object  # (n k,) compact index
+    ranks: object  # (n k,) int16
+
+    @classmethod
+    def of(cls, lists):
+        import torch
+
+        n, k = lists.shape
+        j = lists.reshape(-1).long()
+        order = torch.argsort(j, stable=True)
+        offsets = torch.zeros(n + 1, dtype=torch.int64, device=lists.device)
+        offsets[1:] = torch.cumsum(torch.bincount(j, minlength=n), 0)
+        return cls(offsets, (order // k).to(lists.dtype), (order % k).to(torch.int16))
+
+    def block(self, r0: int, r1: int):
+        """Entries of stimuli j in [r0, r1): (j - r0, i, rank of j in i's list), int64 / int16."""
+        import torch
+
+        e0, e1 = int(self.offsets[r0]), int(self.offsets[r1])
+        counts = self.offsets[r0 + 1 : r1 + 1] - self.offsets[r0:r1]
+        local = torch.repeat_interleave(torch.arange(r1 - r0, device=counts.device), counts)
+        return local, self.rows[e0:e1].long(), self.ranks[e0:e1]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.offsets, self.rows, self.ranks))
+
+
+def dense_ranks(lists_block, n: int):
+    """(b, n) int16: the rank of column j in row i's list, BIG where j is not in it."""
+    import torch
+
+    b, k = lists_block.shape
+    out = torch.full((b, n), BIG, dtype=torch.int16, device=lists_block.device)
+    ranks = torch.arange(k, dtype=torch.int16, device=lists_block.device).expand(b, k)
+    return out.scatter_(1, lists_block.long(), ranks)
+
+
+def dense_inverse_ranks(inv: Inverse, r0: int, r1: int, n: int):
+    """(b, n) int16: the rank of row stimulus j (in [r0, r1)) in column stimulus i's list, or BIG."""
+    import torch
+
+    local, cols, ranks = inv.block(r0, r1)
+    out = torch.full((r1 - r0, n), BIG, dtype=torch.int16, device=cols.device)
+    out[local, cols] = ranks
+    return out
+
+
+def inner_products(a, b):
+    """``a @ b.T`` in float64; float32 inputs are multiplied blockwise, sums kept in float64."""
+    import torch
+
+    if a.dtype == torch.float64:
+        return a @ b.T
+    out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
+    for s in range(0, a.shape[1], ACCUMULATE_BLOCK):
+        out += (a[:, s : s + ACCUMULATE_BLOCK] @ b[:, s : s + ACCUMULATE_BLOCK].T).double()
+    return out
+
+
+def unbiased_hsic(cross, sum_k, sum_l, sum_kl, n: int):
+    """Song et al. 2012 eq. 5 from its four sums (taken on zero-diagonal kernels)."""
+    return (cross + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 * sum_kl / (n - 2)) / (n * (n - 3))
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+@dataclass
+class Rep:
+    """One z-scored representation: features (n, d) float64 and squared row norms."""
+
+    z: object
+    sq: object
+    scale: float  # neighbour rounding unit: TIE_TOLERANCE x the largest inner product
+
+
+def prepare(x, device) -> Rep:
+    """z-score (unbiased std, eps 1e-8) in float64 on ``device``."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(device=device, dtype=torch.float64)
+    z = (x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + 1e-8)
+    del x
+    sq = (z * z).sum(1)
+    # |<zi, zj>| <= max_i |zi|^2, reached on the diagonal
+    scale = float(sq.max().clamp_min(torch.finfo(torch.float64).tiny)) * TIE_TOLERANCE
+    return Rep(z=z, sq=sq, scale=scale)
+
+
+@dataclass
+class Plan:
+    sigmas: list  # CKA sigmas (metric order)
+    cka: list  # their metric names
+    mutual: list  # (name, k)
+    cycle: list
+    cknna: list
+    k_max: int  # neighbours per row for mutual / cycle / cknna (0: none)
+    k_cknna: int  # CKNNA's largest k (0: none)
+
+    @classmethod
+    def of(cls, specs) -> Plan:
+        fam = {f: [(s.name, s.param) for s in specs if s.family == f] for f in ("cka", "mutual_knn",
+                                                                             "cycle_knn", "cknna")}
+        ks = [k for f in ("mutual_knn", "cycle_knn", "cknna") for _, k in fam[f]]
+        return cls(sigmas=[float(p) for _, p in fam["cka"]], cka=[n for n, _ in fam["cka"]],
+                   mutual=fam["mutual_knn"], cycle=fam["cycle_knn"], cknna=fam["cknna"],
+                   k_max=max(ks, default=0), k_cknna=max((k for _, k in fam["cknna"]), default=0))
+
+
+@dataclass
+class Stats:
+    """What a job did: block size, block count, storage dtype, seconds per phase."""
+
+    block_rows: int = 0
+    blocks: int = 0
+    passes: int = 0
+    dtype: str = ""
+    fixed_bytes: int = 0
+    bytes_per_row: int = 0
+    seconds: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"block_rows": self.block_rows, "blocks": self.blocks, "passes": self.passes, "dtype": self.dtype,
+                "fixed_bytes": self.fixed_bytes, "bytes_per_row": self.bytes_per_row,
+                "seconds": dict(self.seconds)}
+
+
+class _Clock:
+    """Seconds per phase; synchronises CUDA only when timing was asked for."""
+
+    def __init__(self, stats: Stats, device, enabled: bool):
+        import torch
+
+        self.stats, self.enabled = stats, enabled
+        self.sync = (lambda: torch.cuda.synchronize(device)) if str(device).startswith("cuda") else (lambda: None)
+        self.t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        if not self.enabled:
+            return
+        self.sync()
+        now = time.perf_counter()
+        self.stats.seconds[phase] = self.stats.seconds.get(phase, 0.0) + now - self.t
+        self.t = now
+
+
+def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int) -> tuple[int, int]:
+    """Bytes the job holds whatever the block size (lists, their inverses, per-row sums), and
+    bytes per block row (Gram rows, distances, kernels, neighbour gathers)."""
+    idx = 2 if n <= 32767 else 4
+    n_sig = len(plan.sigmas)
+    fixed = 0
+    if plan.k_max:
+        fixed += S * n * plan.k_max * (2 * idx + 2) + S * (n + 1) * 8  # source lists + inverse
+    if plan.k_cknna:
+        fixed += T * n * plan.k_cknna * (2 * idx + 2) + T * (n + 1) * 8
+    fixed += (S + T) * n_sig * n * 2 * itemsize  # row sums and centring estimates
+    fixed += (S + T) * n * 8 + (64 << 20)  # squared norms, slack for small tensors
+    per_row = 3 * n * 8  # one Gram row block, a float64 scratch, the top-k scratch
+    if n_sig:
+        per_row += (S + T) * n * itemsize  # distances of every representation
+        fixed += _CKA.STACK_BYTES + (S + T) * n * itemsize  # the kernel stack (at least one row)
+    if plan.k_max:
+        # target lists (int64), two int16 gathers and two int16 scratch per (target, rank), dense ranks
+        per_row += T * plan.k_max * (8 + 8 + 8) + 4 * n * 2
+    if plan.k_cknna:
+        per_row += T * plan.k_cknna * (8 * 6 + 2 * 4) + T * plan.k_cknna * 24
+    return fixed, per_row
+
+
+def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | None, dtype: str,
+        stats: dict | None = None, default_budget: Callable | None = None) -> dict[str, np.ndarray]:
+    """Scores of every (source, target) pair for each metric spec, see :func:`score_matrices`."""
+    import torch
+
+    plan = Plan.of(specs)
+    store = getattr(torch, dtype)
+    st = Stats(dtype=dtype)
+    clock = _Clock(st, device, stats is not None)
+    src, tgt = [], []
+    for inputs, reps in ((sources, src), (targets, tgt)):
+        for x in inputs:
+            reps.append(prepare(x() if callable(x) else x, device))
+            _malloc_trim()  # the raw copy and the temporaries would stay resident between the z's
+    if not src or not tgt:
+        raise ValueError("align needs at least one source and one target representation")
+    n = src[0].z.shape[0]
+    for name, r in [("source", a) for a in src] + [("target", b) for b in tgt]:
+        if r.z.ndim != 2 or r.z.shape[0] != n:
+            raise ValueError(f"every {name} must be (n_stimuli, n_features) with n_stimuli = {n}; "
+                             f"got {tuple(r.z.shape)}")
+    if plan.k_max >= n:
+        raise ValueError(f"k = {plan.k_max} needs more than k stimuli, got n = {n}; "
+                         "drop that metric or add stimuli")
+    if plan.cknna and n < 4:
+        raise ValueError(f"CKNNA's unbiased HSIC needs n >= 4 stimuli, got n = {n}")
+    clock.lap("z-score")
+    S, T = len(src), len(tgt)
+    if max_bytes is None:
+        max_bytes = default_budget(device) if default_budget else 3 << 29
+    fixed, per_row = memory_plan(n, S, T, plan, store.itemsize)
+    b = int(max(1, min(n, (max_bytes - fixed) // per_row)))
+    if fixed + per_row > max_bytes:
+        log.warning("memory budget %.2f GB is below this job's fixed need %.2f GB + one row %.3f GB; "
+                    "running one row at a time", max_bytes / 1e9, fixed / 1e9, per_row / 1e9)
+    st.block_rows, st.blocks, st.fixed_bytes, st.bytes_per_row = b, -(-n // b), fixed, per_row
+    shift = tie_shift(n)
+
+    # ---------------------------------------------------------------- pass 1: neighbour lists
+    src_lists = tgt_lists = src_inv = tgt_inv = None
+    gbuf = torch.empty(b, n, dtype=torch.float64, device=device)
+    if plan.k_max:
+        st.passes += 1
+        progress = _Progress(st.blocks, "pass 1 (neighbour lists)")
+        cdt = index_dtype(n)
+        src_lists = [torch.empty(n, plan.k_max, dtype=cdt, device=device) for _ in src]
+        tgt_lists = [torch.empty(n, plan.k_cknna, dtype=cdt, device=device) for _ in tgt] if plan.k_cknna else []
+        for r0 in range(0, n, b):
+            r1 = min(n, r0 + b)
+            g = gbuf[: r1 - r0]
+            for reps, lists, k in ((src, src_lists, plan.k_max), (tgt, tgt_lists, plan.k_cknna)):
+                for rep, out in zip(reps, lists):
+                    torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+                    clock.lap("gram")
+                    out[r0:r1] = block_neighbours(g, r0, k, rep.scale, shift).to(cdt)
+                    clock.lap("neighbours")
+            _malloc_trim()
+            progress.step()
+        src_inv, tgt_inv = [], []
+        for lists, inv in ((src_lists, src_inv), (tgt_lists, tgt_inv)):
+            for x in lists:
+                inv.append(Inverse.of(x))
+                _malloc_trim()  # the int64 temporaries would stay resident between the small results
+        clock.lap("neighbours")
+
+    # ---------------------------------------------------------------- pass 2: every metric
+    st.passes += 1
+    progress = _Progress(st.blocks, f"pass {st.passes} (metrics)")
+    acc = _Accumulators(plan, S, T, n, device)
+    cka = _CKA(plan, src + tgt, S, n, b, store, device) if plan.sigmas else None
+    clock.lap("exp")
+    tmp = torch.empty(b, n, dtype=torch.float64, device=device) if cka else None
+    for r0 in range(0, n, b):
+        r1 = min(n, r0 + b)
+        bb = r1 - r0
+        g = gbuf[:bb]
+        blk = _TargetBlock(plan, T, bb, device) if plan.k_max else None
+        for t, rep in enumerate(tgt):
+            torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+            clock.lap("gram")
+            if cka:
+                cka.distances(S + t, g, rep, r0, r1, tmp[:bb])
+                clock.lap("distances")
+            if plan.k_max:
+                blk.add(t, g, rep, r0, r1, tgt_lists[t] if plan.k_cknna else None,
+                        tgt_inv[t] if plan.k_cknna else None, shift, acc)
+                clock.lap("neighbours")
+        if plan.k_max:
+            blk.finish()
+        for s, rep in enumerate(src):
+            torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+            clock.lap("gram")
+            if cka:
+                cka.distances(s, g, rep, r0, r1, tmp[:bb])
+                clock.lap("distances")
+            if plan.k_max:
+                _source_block(s, g, src_lists[s][r0:r1], src_inv[s], r0, r1, blk, plan, acc, n)
+                clock.lap("neighbour metrics")
+        del blk
+        if cka:
+            cka.block(r0, r1, clock)
+        _malloc_trim()
+        progress.step()
+    out = acc.scores(n)
+    if cka:
+        out.update(cka.scores())
+    clock.lap("products")
+    if stats is not None:
+        stats.update(st.as_dict())
+    return {s.name: out[s.name] for s in specs}
+
+
+class _Progress:
+    """A log line with percentage and ETA at most every PROGRESS_SECONDS."""
+
+    def __init__(self, total: int, what: str):
+        self.total, self.done, self.what = total, 0, what
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_SECONDS and self.done < self.total:
+            self.last = now
+            eta = (now - self.t0) / self.done * (self.total - self.done)
+            log.info("alignment %s: %d/%d row blocks (%.0f%%), %.0f s elapsed, ETA %.0f s",
+                     self.what, self.done, self.total, 100 * self.done / self.total, now - self.t0, eta)
+
+
+# ----------------------------------------------------------------------------- CKA
+
+
+class _CKA:
+    """Per-sigma sums of one job: block products, self products, row sums of the centred kernels."""
+
+    # the kernel blocks of every representation are formed for a few rows at a time, so that
+    # their stack stays in cache between being written and being multiplied
+    STACK_BYTES = 32 << 20
+
+    def __init__(self, plan: Plan, reps: list[Rep], S: int, n: int, b: int, store, device):
+        import torch
+
+        self.plan, self.S, self.n, self.store = plan, S, n, store
+        R, n_sig = len(reps), len(plan.sigmas)
+        self.d2 = torch.empty(R, b, n, dtype=store, device=device)
+        self.rows = self.stack_rows(R, n, b, store.itemsize)
+        self.kern = torch.empty(R, self.rows * n, dtype=store, device=device)
+        self.prod = torch.zeros(n_sig, S, R - S, dtype=torch.float64, device=device)
+        self.self_prod = torch.zeros(n_sig, R, dtype=torch.float64, device=device)
+        self.rowsum = torch.zeros(n_sig, R, n, dtype=store, device=device)
+        # centring estimate a (each row's mean over a fixed sample of columns) and its mean c:
+        # K~ = K - (a_i - c) - a_j
+        cols = torch.unique(torch.linspace(0, n - 1, min(n, CENTRE_SAMPLE), device=device).round().long())
+        self.a = torch.empty(n_sig, R, n, dtype=store, device=device)
+        self.c = torch.empty(n_sig, R, 1, 1, dtype=store, device=device)
+        for r, rep in enumerate(reps):
+            d2 = (rep.sq[:, None] + rep.sq[cols][None, :] - 2.0 * (rep.z @ rep.z[cols].T)).clamp_min_(0)
+            for i, sigma in enumerate(plan.sigmas):
+                a = torch.exp(d2 * (-1.0 / (2.0 * sigma * sigma))).mean(1)
+                self.a[i, r] = a
+                self.c[i, r] = a.mean()
+
+    @classmethod
+    def stack_rows(cls, R: int, n: int, b: int, itemsize: int) -> int:
+        """Rows of the kernel stack: as many as fit STACK_BYTES, at least one, at most a block."""
+        return int(max(1, min(b, cls.STACK_BYTES // (R * n * itemsize))))
+
+    def distances(self, r: int, g, rep: Rep, r0: int, r1: int, tmp) -> None:
+        """Squared distances of block rows to every stimulus, from the Gram rows ``g``."""
+        import torch
+
+        torch.mul(g, -2.0, out=tmp)
+        tmp.add_(rep.sq[None, :]).add_(rep.sq[r0:r1, None]).clamp_min_(0)
+        self.d2[r, : r1 - r0].copy_(tmp)
+
+    def block(self, r0: int, r1: int, clock: _Clock) -> None:
+        """Every sigma's kernel blocks and products for rows [r0, r1), a few rows at a time."""
+        import torch
+
+        S, n = self.S, self.n
+        for q0 in range(r0, r1, self.rows):
+            q1 = min(r1, q0 + self.rows)
+            m = q1 - q0
+            flat = self.kern[:, : m * n]
+            k = flat.view(-1, m, n)
+            d2 = self.d2[:, q0 - r0 : q1 - r0]
+            for i, sigma in enumerate(self.plan.sigmas):
+                torch.mul(d2, -1.0 / (2.0 * sigma * sigma), out=k)
+                k.exp_()
+                k.sub_(self.a[i, :, q0:q1, None] - self.c[i]).sub_(self.a[i, :, None, :])
+                self.rowsum[i, :, q0:q1] = k.sum(2)
+                self.self_prod[i] += torch.linalg.vector_norm(k, dim=(1, 2)).double() ** 2
+                clock.lap("exp")
+                self.prod[i] += inner_products(flat[:S], flat[S:])
+                clock.lap("products")
+
+    def scores(self) -> dict[str, np.ndarray]:
+        n, S = self.n, self.S
+        rowsum = self.rowsum.double()
+        total = rowsum.sum(2)  # (n_sig, R)
+        out = {}
+        for i, name in enumerate(self.plan.cka):
+            rs, tot = rowsum[i], total[i]
+            cross = rs[:S] @ rs[S:].T
+            hsic = self.prod[i] - (2.0 / n) * cross + tot[:S, None] * tot[None, S:] / n**2
+            selfh = self.self_prod[i] - (2.0 / n) * (rs * rs).sum(1) + tot * tot / n**2
+            out[name] = (hsic / ((selfh[:S, None] * selfh[None, S:]).sqrt() + EPS_CKA)).cpu().numpy()
+        return out
+
+
+# ----------------------------------------------------------------------------- neighbour metrics
+
+
+class _Accumulators:
+    """Integer counts (mutual, cycle) and float64 sums (CKNNA) per (source, target)."""
+
+    def __init__(self, plan: Plan, S: int, T: int, n: int, device):
+        import torch
+
+        self.plan = plan
+        self.mutual = {name: torch.zeros(S, T, dtype=torch.int64, device=device) for name, _ in plan.mutual}
+        self.cycle = {name: torch.zeros(S, T, dtype=torch.int64, device=device) for name, _ in plan.cycle}
+        # CKNNA: cross, sum K~, sum L~, sum K~L~ per pair, and the four sums of each side alone
+        self.cknna = {name: torch.zeros(4, S, T, dtype=torch.float64, device=device) for name, _ in plan.cknna}
+        self.self_src = {name: torch.zeros(3, S, dtype=torch.float64, device=device) for name, _ in plan.cknna}
+        self.self_tgt = {name: torch.zeros(3, T, dtype=torch.float64, device=device) for name, _ in plan.cknna}
+
+    def scores(self, n: int) -> dict[str, np.ndarray]:
+        out = {}
+        for name, k in self.plan.mutual:
+            out[name] = (self.mutual[name].double() / (n * k)).cpu().numpy()
+        for name, _ in self.plan.cycle:
+            out[name] = (self.cycle[name].double() / n).cpu().numpy()
+        for name, _ in self.plan.cknna:
+            cross, sk, sl, skl = self.cknna[name]
+            hsic = unbiased_hsic(cross, sk, sl, skl, n)
+            ss, st = (unbiased_hsic(a[0], a[1], a[1], a[2], n) for a in (self.self_src[name], self.self_tgt[name]))
+            out[name] = (hsic / ((ss[:, None] * st[None, :]).sqrt() + EPS_CKA)).cpu().numpy()
+        return out
+
+
+def _self_cknna(acc: dict, which: int, g, lists_block, inv: Inverse, r0: int, r1: int, plan: Plan, n: int):
+    """The unbiased-HSIC sums of one representation's own masked kernel (K * M_X) for block rows.
+
+    ``g`` (b, n) are the block's Gram rows. cross = sum K_ij^2 [j in NN(i)] [i in NN(j)];
+    total = sum K_ij [j in NN(i)]; sum_kk = sum_j col_j row_j, col_j = sum_i K_ij [j in NN(i)].
+    """
+    import torch
+
+    local, cols, ranks = inv.block(r0, r1)
+    kvals = g[local, cols]  # K_ji = K_ij for the stimuli i whose lists hold block row j
+    back_dense = dense_inverse_ranks(inv, r0, r1, n)
+    for name, k in plan.cknna:
+        idx = lists_block[:, :k].long()
+        kv = g.gather(1, idx)
+        back = back_dense.gather(1, idx) < k  # i among the k neighbours of j
+        col = torch.zeros(r1 - r0, dtype=torch.float64, device=g.device).index_add_(
+            0, local, kvals * (ranks < k))
+        sums = acc[name][:, which]
+        sums[0] += (kv * kv * back).sum()
+        sums[1] += kv.sum()
+        sums[2] += (col * kv.sum(1)).sum()
+
+
+class _TargetBlock:
+    """What every source needs of the targets for one row block: their neighbour lists (all
+    ranks, and CKNNA's prefix), Gram values there, and the inverted CKNNA lists."""
+
+    def __init__(self, plan: Plan, T: int, b: int, device):
+        self.plan, self.T, self.b, self.device = plan, T, b, device
+        self.lists = [None] * T  # (b, k_max) int64
+        self.cknna_lists = [None] * T  # (b, k_cknna) int64
+        self.cknna_vals = [None] * T  # L_ij at them, float64
+        self.cknna_back = [None] * T  # rank of i in L's list of j (j = the neighbour), int16
+        self.entries = [None] * T  # inverse entries of the block rows: (local j, i, rank)
+
+    def add(self, t: int, g, rep: Rep, r0: int, r1: int, lists_cknna, inv: Inverse | None, shift: float,
+            acc: _Accumulators) -> None:
+        plan, n = self.plan, g.shape[1]
+        if plan.k_cknna:
+            own = lists_cknna[r0:r1].long()
+            self.cknna_lists[t] = own
+            self.cknna_vals[t] = g.gather(1, own)
+            self.cknna_back[t] = dense_inverse_ranks(inv, r0, r1, n).gather(1, own)
+            self.entries[t] = inv.block(r0, r1)
+            _self_cknna(acc.self_tgt, t, g, lists_cknna[r0:r1], inv, r0, r1, plan, n)
+        if plan.mutual or plan.cycle:
+            self.lists[t] = block_neighbours(g, r0, plan.k_max, rep.scale, shift)  # overwrites g
+
+    def finish(self) -> None:
+        """Stack the per-target pieces: (b, T * k) index matrices for one gather per source."""
+        import torch
+
+        b, T = self.b, self.T
+        if self.plan.mutual or self.plan.cycle:
+            self.flat = torch.stack(self.lists, 1).reshape(b, -1)
+            self.lists = None
+        if self.plan.k_cknna:
+            self.flat_c = torch.stack(self.cknna_lists, 1).reshape(b, -1)
+            self.vals_c = torch.stack(self.cknna_vals, 1)  # (b, T, kc)
+            self.back_c = torch.stack(self.cknna_back, 1)
+            local, cols, ranks = zip(*self.entries)
+            tid = torch.cat([torch.full_like(x, t) for t, x in enumerate(local)])
+            self.ent_slot = tid * b + torch.cat(local)
+            self.ent_local, self.ent_cols, self.ent_ranks = torch.cat(local), torch.cat(cols), torch.cat(ranks)
+            self.cknna_lists = self.cknna_vals = self.cknna_back = self.entries = None
+
+
+def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _TargetBlock, plan: Plan,
+                  acc: _Accumulators, n: int) -> None:
+    """Every neighbour metric of source ``s`` against every target, on the block's rows.
+
+    With rx = the rank, in X's list of i, of Y's p-th neighbour j of i, and rt = the rank
+    of i in X's list of j: mutual_k counts p < k with rx < k; cycle_k holds when some
+    p < k has rt < k; CKNNA's mask M_ij is [p < k][rx < k], its transpose M_ji
+    [rt < k][i in Y's list of j].
+    """
+    import torch
+
+    b, T = r1 - r0, blk.T
+    fwd = dense_ranks(lists_block, n)
+    back = dense_inverse_ranks(inv, r0, r1, n)
+    if plan.mutual or plan.cycle:
+        k = plan.k_max
+        pos = torch.arange(k, dtype=torch.int16, device=g.device)
+        if plan.mutual:
+            worst = torch.maximum(fwd.gather(1, blk.flat).view(b, T, k), pos)
+            for name, km in plan.mutual:  # (counting bytes is much faster than counting bools)
+                acc.mutual[name][s] += (worst[:, :, :km] < km).view(torch.uint8).sum(2, dtype=torch.int32).sum(0)
+            del worst
+        if plan.cycle:
+            first = torch.maximum(back.gather(1, blk.flat).view(b, T, k), pos).amin(2)  # (b, T)
+            for name, kc in plan.cycle:
+                acc.cycle[name][s] += (first < kc).sum(0)
+            del first
+    if plan.k_cknna:
+        kc_max = plan.k_cknna
+        rx = fwd.gather(1, blk.flat_c).view(b, T, kc_max)
+        rt = back.gather(1, blk.flat_c).view(b, T, kc_max)
+        kv_all = g.gather(1, blk.flat_c).view(b, T, kc_max)
+        rx_e = back[blk.ent_local, blk.ent_cols]  # rank of j in X's list of i, for Y's inverse entries
+        k_e = g[blk.ent_local, blk.ent_cols]  # K_ji
+        for name, k in plan.cknna:
+            mij = rx[:, :, :k] < k
+            mji = (rt[:, :, :k] < k) & (blk.back_c[:, :, :k] < k)
+            kv = kv_all[:, :, :k] * mij
+            lv = blk.vals_c[:, :, :k] * mij
+            col = torch.zeros(T * b, dtype=torch.float64, device=g.device).index_add_(
+                0, blk.ent_slot, k_e * ((blk.ent_ranks < k) & (rx_e < k))).view(T, b)
+            sums = acc.cknna[name][:, s]
+            sums[0] += (kv * blk.vals_c[:, :, :k] * mji).sum((0, 2))
+            sums[1] += kv.sum((0, 2))
+            sums[2] += lv.sum((0, 2))
+            sums[3] += (col * lv.sum(2).T).sum(1)
+        _self_cknna(acc.self_src, s, g, lists_block, inv, r0, r1, plan, n)
