@@ -9,8 +9,8 @@ for each metric family and for all 27 variants together, and their ratio.
 ``--paper-job`` runs one whole job at paper size instead (n = 8,859 stimuli, 12 layers
 of d = 768, 180 ROIs of v = 200, all 27 variants) and prints its wall time, peak RSS,
 the split by phase, and a roofline projection of the same job and of the paper's
-workload on one H100. The per-pair baseline recomputes both representations' kernels for every pair and forms
-``trace(K H L H)`` with n x n x n products, as the reference does; it is timed
+workload on one H100. The per-pair baseline recomputes both representations' kernels
+for every pair and forms ``trace(K H L H)`` with n x n x n products, as the reference does; it is timed
 on ``--pairs`` pairs (it is too slow to run on all of them).
 """
 
@@ -266,10 +266,8 @@ def paper_job(device: str, max_bytes: float | None) -> None:
     proj = h100_projection(counts)
     print(f"{'phase':<20}{'measured s':>12}{'share':>8}{'GFLOP':>10}{'GB moved':>10}{'H100 s':>9}")
     secs = stats["seconds"]
-    phase_of = {"gram": "inner products", "neighbours": "neighbours", "distances": "distances", "exp": "exp",
-                "products": "products", "neighbour metrics": "neighbour metrics", "z-score": "z-score"}
     for key, secs_ in secs.items():
-        ph = phase_of.get(key, key)
+        ph = "inner products" if key == "gram" else key
         fl, by, _ = counts.get(ph, (0.0, 0.0, ""))
         print(f"{ph:<20}{secs_:>12.1f}{secs_ / wall:>7.0%}{fl / 1e9:>10.0f}{by / 1e9:>10.0f}{proj.get(ph, 0):>9.2f}")
     job_h100 = sum(proj.values())

@@ -34,6 +34,7 @@ in full. Results are therefore exactly those of a full sort, on any device.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -167,12 +168,13 @@ def dense_ranks(lists_block, n: int):
     return out.scatter_(1, lists_block.long(), ranks)
 
 
-def dense_inverse_ranks(inv: Inverse, r0: int, r1: int, n: int):
-    """(b, n) int16: the rank of row stimulus j (in [r0, r1)) in column stimulus i's list, or BIG."""
+def dense_inverse_ranks(entries, b: int, n: int):
+    """(b, n) int16 from a block's inverse entries (:meth:`Inverse.block`): the rank of row
+    stimulus j in column stimulus i's list, or BIG."""
     import torch
 
-    local, cols, ranks = inv.block(r0, r1)
-    out = torch.full((r1 - r0, n), BIG, dtype=torch.int16, device=cols.device)
+    local, cols, ranks = entries
+    out = torch.full((b, n), BIG, dtype=torch.int16, device=cols.device)
     out[local, cols] = ranks
     return out
 
@@ -251,11 +253,6 @@ class Stats:
     bytes_per_row: int = 0
     seconds: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
-        return {"block_rows": self.block_rows, "blocks": self.blocks, "passes": self.passes, "dtype": self.dtype,
-                "fixed_bytes": self.fixed_bytes, "bytes_per_row": self.bytes_per_row,
-                "seconds": dict(self.seconds)}
-
 
 class _Clock:
     """Seconds per phase; synchronises CUDA only when timing was asked for."""
@@ -301,8 +298,9 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int) -> tuple[int,
 
 
 def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | None, dtype: str,
-        stats: dict | None = None, default_budget: Callable | None = None) -> dict[str, np.ndarray]:
-    """Scores of every (source, target) pair for each metric spec, see :func:`score_matrices`."""
+        stats: dict | None, default_budget: Callable) -> dict[str, np.ndarray]:
+    """Scores of every (source, target) pair for each metric spec, see :func:`score_matrices`
+    (``default_budget(device)`` gives the budget when ``max_bytes`` is None)."""
     import torch
 
     plan = Plan.of(specs)
@@ -329,7 +327,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     clock.lap("z-score")
     S, T = len(src), len(tgt)
     if max_bytes is None:
-        max_bytes = default_budget(device) if default_budget else 3 << 29
+        max_bytes = default_budget(device)
     fixed, per_row = memory_plan(n, S, T, plan, store.itemsize)
     b = int(max(1, min(n, (max_bytes - fixed) // per_row)))
     if fixed + per_row > max_bytes:
@@ -376,7 +374,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
         r1 = min(n, r0 + b)
         bb = r1 - r0
         g = gbuf[:bb]
-        blk = _TargetBlock(plan, T, bb, device) if plan.k_max else None
+        blk = _TargetBlock(plan, T, bb) if plan.k_max else None
         for t, rep in enumerate(tgt):
             torch.mm(rep.z[r0:r1], rep.z.T, out=g)
             clock.lap("gram")
@@ -408,7 +406,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
         out.update(cka.scores())
     clock.lap("products")
     if stats is not None:
-        stats.update(st.as_dict())
+        stats.update(dataclasses.asdict(st))
     return {s.name: out[s.name] for s in specs}
 
 
@@ -541,22 +539,22 @@ class _Accumulators:
         return out
 
 
-def _self_cknna(acc: dict, which: int, g, lists_block, inv: Inverse, r0: int, r1: int, plan: Plan, n: int):
+def _self_cknna(acc: dict, which: int, g, lists_block, entries, back_dense, plan: Plan):
     """The unbiased-HSIC sums of one representation's own masked kernel (K * M_X) for block rows.
 
-    ``g`` (b, n) are the block's Gram rows. cross = sum K_ij^2 [j in NN(i)] [i in NN(j)];
+    ``g`` (b, n) are the block's Gram rows, ``entries`` and ``back_dense`` its inverted lists
+    (:meth:`Inverse.block`, :func:`dense_inverse_ranks`). cross = sum K_ij^2 [j in NN(i)] [i in NN(j)];
     total = sum K_ij [j in NN(i)]; sum_kk = sum_j col_j row_j, col_j = sum_i K_ij [j in NN(i)].
     """
     import torch
 
-    local, cols, ranks = inv.block(r0, r1)
+    local, cols, ranks = entries
     kvals = g[local, cols]  # K_ji = K_ij for the stimuli i whose lists hold block row j
-    back_dense = dense_inverse_ranks(inv, r0, r1, n)
     for name, k in plan.cknna:
         idx = lists_block[:, :k].long()
         kv = g.gather(1, idx)
         back = back_dense.gather(1, idx) < k  # i among the k neighbours of j
-        col = torch.zeros(r1 - r0, dtype=torch.float64, device=g.device).index_add_(
+        col = torch.zeros(g.shape[0], dtype=torch.float64, device=g.device).index_add_(
             0, local, kvals * (ranks < k))
         sums = acc[name][:, which]
         sums[0] += (kv * kv * back).sum()
@@ -568,8 +566,8 @@ class _TargetBlock:
     """What every source needs of the targets for one row block: their neighbour lists (all
     ranks, and CKNNA's prefix), Gram values there, and the inverted CKNNA lists."""
 
-    def __init__(self, plan: Plan, T: int, b: int, device):
-        self.plan, self.T, self.b, self.device = plan, T, b, device
+    def __init__(self, plan: Plan, T: int, b: int):
+        self.plan, self.T, self.b = plan, T, b
         self.lists = [None] * T  # (b, k_max) int64
         self.cknna_lists = [None] * T  # (b, k_cknna) int64
         self.cknna_vals = [None] * T  # L_ij at them, float64
@@ -581,11 +579,13 @@ class _TargetBlock:
         plan, n = self.plan, g.shape[1]
         if plan.k_cknna:
             own = lists_cknna[r0:r1].long()
+            entries = inv.block(r0, r1)
+            back = dense_inverse_ranks(entries, r1 - r0, n)
             self.cknna_lists[t] = own
             self.cknna_vals[t] = g.gather(1, own)
-            self.cknna_back[t] = dense_inverse_ranks(inv, r0, r1, n).gather(1, own)
-            self.entries[t] = inv.block(r0, r1)
-            _self_cknna(acc.self_tgt, t, g, lists_cknna[r0:r1], inv, r0, r1, plan, n)
+            self.cknna_back[t] = back.gather(1, own)
+            self.entries[t] = entries
+            _self_cknna(acc.self_tgt, t, g, own, entries, back, plan)
         if plan.mutual or plan.cycle:
             self.lists[t] = block_neighbours(g, r0, plan.k_max, rep.scale, shift)  # overwrites g
 
@@ -621,7 +621,8 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
 
     b, T = r1 - r0, blk.T
     fwd = dense_ranks(lists_block, n)
-    back = dense_inverse_ranks(inv, r0, r1, n)
+    entries = inv.block(r0, r1)
+    back = dense_inverse_ranks(entries, b, n)
     if plan.mutual or plan.cycle:
         k = plan.k_max
         pos = torch.arange(k, dtype=torch.int16, device=g.device)
@@ -654,4 +655,4 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
             sums[1] += kv.sum((0, 2))
             sums[2] += lv.sum((0, 2))
             sums[3] += (col * lv.sum(2).T).sum(1)
-        _self_cknna(acc.self_src, s, g, lists_block, inv, r0, r1, plan, n)
+        _self_cknna(acc.self_src, s, g, lists_block, entries, back, plan)

@@ -26,7 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from brainalign.io import InputError, atomic_path
+from brainalign.io import InputError, atomic_path, h5_loader
 from brainalign.models import ModelEntry, hub_cache, weights_path
 
 BLOCK_CONTAINERS = ("blocks", "stages", "features", "layers", "layer", "encoder.layers", "levels")
@@ -321,14 +321,7 @@ def feature_loaders(path: Path, expected_ids: np.ndarray | None = None) -> tuple
             )
         names = json.loads(f.attrs["layer_names"])
         meta = json.loads(f.attrs["metadata"])
-
-    def loader(i):
-        def load():
-            with h5py.File(path, "r") as f:
-                return f[f"layers/{i:03d}"][()].astype(np.float32)
-        return load
-
-    return names, [loader(i) for i in range(len(names))], meta
+    return names, [h5_loader(path, f"layers/{i:03d}", np.float32) for i in range(len(names))], meta
 
 
 def load_stimulus_images(stimuli_hdf5: Path, stimulus_ids: np.ndarray) -> np.ndarray:

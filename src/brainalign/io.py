@@ -66,3 +66,17 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:
     if not path.is_file():
         raise InputError(f"{what} not found: {path} ({fix})")
     return path
+
+
+def h5_loader(path: str | os.PathLike, key: str, dtype=None):
+    """A zero-argument function that reads dataset ``key`` of an HDF5 file (as ``dtype`` if given),
+    opening the file only when called: a job can hold one array of a file at a time."""
+
+    def load():
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            data = f[key][()]
+        return data if dtype is None else data.astype(dtype)
+
+    return load

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainalign.io import InputError, atomic_path, require_file
+from brainalign.io import InputError, atomic_path, h5_loader, require_file
 
 SPLITS = ("paper", "shared1000", "all")
 FIX_ROOT = "set nsd_root to a directory in the NSD release layout"
@@ -340,11 +340,4 @@ def brain_loaders(path: Path) -> tuple[np.ndarray, dict]:
     with h5py.File(path, "r") as f:
         names = json.loads(f.attrs["rois"])
         ids = f["stimulus_ids"][()]
-
-    def loader(name):
-        def load():
-            with h5py.File(path, "r") as f:
-                return f[f"roi/{name}"][()]
-        return load
-
-    return ids, {n: loader(n) for n in names}
+    return ids, {n: h5_loader(path, f"roi/{n}") for n in names}
