@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test bench dryrun-paper registry lint clean
+.PHONY: venv demo test bench bench-analysis dryrun-paper registry lint clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,10 @@ clean:
 
 bench: venv
 	$(BIN)/python -m brainalign.bench $(BENCH_ARGS)
+
+# Statistics and figures from a paper-size pair of synthetic tables (~2 x 10^8 rows): time and peak RSS per job.
+bench-analysis: venv
+	$(BIN)/python -m brainalign.bench_analysis --cores $(CORES) $(BENCH_ARGS)
 
 # Regenerate config/registry/*.yaml from the paper's reference tables (developer tool).
 REFERENCE ?= ../shared/reference

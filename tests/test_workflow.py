@@ -35,7 +35,7 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_trajectories": "results/figures/trajectories/training_trajectories.png",
 }
 EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "train_mini_nsd_cnn": 1, "features": 11,
-                 "align": N_ALIGN, "aggregate": 2,
+                 "align": N_ALIGN, "aggregate": 2, "check_table": 2,
                  "model_scores": 2, "correlation_stats": 1, **{rule: 1 for rule in FIGURES},
                  "figure_brain_map": 4, "all": 1}
 EXPECTED_JOBS["total"] = sum(EXPECTED_JOBS.values())
@@ -134,10 +134,24 @@ def test_figure_numbers(demo_run):
     assert vision["pearson_r"].min() > 0.9
     metrics = pd.read_csv(fig / "metrics/metric_correlation.csv")
     assert len(metrics) == 2 * 27 * 27
+    # the out-of-core readers behind these figures give the in-memory pandas analysis's numbers
+    for modality, table in tables.items():
+        want = analysis.metric_correlation(table)
+        got = metrics[metrics.modality == modality].pivot(index="metric_a", columns="metric_b", values="spearman_rho")
+        np.testing.assert_allclose(got.loc[want.index, want.columns], want, atol=1e-6)
     assert metrics.query("metric_a == 'cka_36' and metric_b == 'cka_44'")["spearman_rho"].min() > 0.9
     layers = pd.read_csv(fig / "layers/layerwise_profiles.csv")
     assert set(layers["relative_src_feature"]) <= set(range(8)) and layers["relative_src_feature"].nunique() >= 6
+    keys = ["tgt_model", "yeo7", "relative_src_feature"]
+    for modality, table in tables.items():
+        want = analysis.layer_profiles(table, "cka_36").astype({"tgt_model": str, "yeo7": str}).set_index(keys)
+        got = layers[layers.modality == modality].set_index(keys)
+        np.testing.assert_allclose(got.loc[want.index, "score"], want["score"], rtol=1e-12)
     kernel = pd.read_csv(fig / "kernel_size/change_28_68.csv")
+    for modality, table in tables.items():
+        want = analysis.kernel_size_change(analysis.roi_scores(table, ["cka_28", "cka_68"])).set_index("tgt_feature")
+        got = kernel[kernel.modality == modality].set_index("tgt_feature")
+        np.testing.assert_allclose(got.loc[want.index.astype(str), "norm_mean"], want["norm_mean"], rtol=1e-9)
     assert sorted(kernel.groupby("modality").size()) == [12, 12]
     assert kernel["raw_sign_consistency"].between(0.5, 1).all()
     umap = pd.read_csv(fig / "umap/umap_profiles.csv")
@@ -292,3 +306,85 @@ def test_precomputed_mode_builds_every_figure_it_can(tmp_path):
     v = kernel[kernel.modality == "vision"].set_index("tgt_feature")
     np.testing.assert_allclose(v["norm_mean"], paper_kernel_size("vision").set_index("tgt_feature")
                                .loc[v.index, "norm_mean"])
+
+
+def test_tables_mode_builds_statistics_and_figures_from_planted_tables(tmp_path):
+    """tables_from=DIR: the paper's "Option 2" tables (here synthetic, with planted per-model scores and
+    no benchmark columns) give the statistics and every figure family, without NSD or models."""
+    from scipy.stats import pearsonr
+
+    from brainalign.resources import language_benchmarks, vision_benchmarks
+    from brainalign.synthetic import write_tables
+
+    tables = tmp_path / "tables"
+    planted = write_tables(tables, 14, 6, ["cka_28", "cka_36", "cka_68", "mutual_knn_20"], n_rois=16, seed=3,
+                           benchmarks=False)
+    work = copy_workflow(tmp_path / "w")
+    run = snakemake(work, "--cores", "2", "--config", f"tables_from={tables}")
+    counts = job_counts(run.stdout)
+    assert counts["check_table"] == 4 and counts["model_scores"] == 2 and counts["correlation_stats"] == 3
+    assert "align" not in counts and "mini_nsd" not in counts
+    out = work / "results/from_tables"
+    assert not (work / "results/tables").exists() and not (work / "results/mini_nsd").exists()
+    numeric = pd.read_csv(out / "stats/correlation_sigma36_numeric.csv")
+    for mod, bench, col in (("vision", vision_benchmarks(), "imagenet"),
+                            ("language", language_benchmarks(), "Average ⬆️")):
+        truth = planted[f"{mod}_all"].set_index("model")["cka_36"]
+        b = bench.set_index("model")[col].reindex(truth.index)  # filled by model name: the table had none
+        ok = b.notna()
+        assert ok.sum() >= 5
+        row = numeric[numeric.metric == col].iloc[0]
+        assert row["n"] == ok.sum()
+        assert row["pearson_r"] == pytest.approx(pearsonr(truth[ok], b[ok]).statistic, abs=1e-9)
+        scores = pd.read_csv(out / f"stats/model_scores_{mod}.csv").set_index("model")
+        np.testing.assert_allclose(scores.loc[truth.index, "cka_36"], truth, rtol=1e-12)
+    for stem in ("performance/brain_score_vs_benchmark", "performance/correlation_by_sigma",
+                 "consistency/subject_consistency", "metrics/metric_correlation", "layers/layerwise_profiles",
+                 "kernel_size/change_28_68", "umap/umap_profiles", "trajectories/training_trajectories"):
+        assert (out / f"figures/{stem}.png").stat().st_size > 10_000, stem
+    traj = pd.read_csv(out / "figures/trajectories/training_trajectories.csv")
+    assert sorted(set(traj["run"])) == ["EleutherAI/pythia-70m-deduped", "mixnet_s.run0"]
+    lang = traj[traj.run == "EleutherAI/pythia-70m-deduped"].sort_values("step")
+    want = planted["language_trained"].set_index("model")["cka_36"]
+    np.testing.assert_allclose(lang.set_index("src_model").loc[want.index, "brain_score"], want, rtol=1e-12)
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "2", "--config", f"tables_from={tables}").stdout
+
+
+def test_tables_mode_rejects_a_bad_table_at_start(tmp_path):
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    pd.DataFrame({"src_model": ["a"], "tgt_model": ["subj01"], "metric": ["cka_36"], "src_feature": [0],
+                  "tgt_feature": ["V1"], "score": [0.1], "relative_src_feature": [0]}).to_parquet(
+        tables / "vision_all.parquet")
+    work = copy_workflow(tmp_path / "w")
+    start = time.monotonic()
+    proc = snakemake(work, "-n", "--cores", "2", "--config", f"tables_from={tables}", check=False)
+    assert proc.returncode != 0 and time.monotonic() - start < 60
+    assert f"{tables / 'vision_all.parquet'}: column 'yeo7' is missing" in proc.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = snakemake(work, "-n", "--cores", "2", "--config", f"tables_from={empty}", check=False)
+    assert proc.returncode != 0 and "holds neither vision_all.parquet nor language_all.parquet" in proc.stdout
+
+
+def test_tables_mode_on_a_measured_runs_tables_gives_its_numbers(demo_run, tmp_path):
+    """tables_from=results/tables of a finished run (and its NSD's fsaverage atlas for the brain maps):
+    the same model scores, statistics and figure numbers as the measured run itself."""
+    work = copy_workflow(tmp_path / "w")
+    tables, nsd = demo_run / "results/tables", demo_run / "results/mini_nsd"
+    run = snakemake(work, "--cores", "2", "--config", f"tables_from={tables}", f"nsd_root={nsd}")
+    counts = job_counts(run.stdout)
+    assert counts["figure_brain_map"] == 4 and "align" not in counts and "mini_nsd" not in counts
+    out, measured = work / "results/from_tables", demo_run / "results"
+    for mod in MODELS:
+        got = pd.read_csv(out / f"stats/model_scores_{mod}.csv").set_index("model")
+        want = pd.read_csv(measured / f"stats/model_scores_{mod}.csv").set_index("model")
+        pd.testing.assert_frame_equal(got.loc[want.index, want.columns], want, rtol=1e-12)
+    got = pd.read_csv(out / "stats/correlation_sigma36_numeric.csv")
+    want = pd.read_csv(measured / "stats/correlation_sigma36_numeric.csv")
+    pd.testing.assert_frame_equal(got, want, rtol=1e-10)
+    for stem in ("consistency/subject_consistency", "metrics/metric_correlation", "layers/layerwise_profiles",
+                 "kernel_size/change_28_68", "brain_maps/vision_score", "brain_maps/language_change"):
+        got, want = pd.read_csv(out / f"figures/{stem}.csv"), pd.read_csv(measured / f"figures/{stem}.csv")
+        assert got.shape == want.shape, stem
+        pd.testing.assert_frame_equal(got, want, rtol=1e-9, check_dtype=False, obj=stem)

@@ -43,7 +43,11 @@ def subject_consistency(table: pd.DataFrame, metric: str = "cka_36",
                         pooling: str = "max_roi_mean_layer") -> pd.DataFrame:
     """Between-subject consistency (figure family 3): Pearson r between subjects of the per-model
     brain scores (subjects x subjects; the paper's ``{lang,vision}_corr.csv``)."""
-    per_subject = subject_scores(table, metric, pooling)
+    return consistency_matrix(subject_scores(table, metric, pooling))
+
+
+def consistency_matrix(per_subject: pd.DataFrame) -> pd.DataFrame:
+    """Pearson r between the columns (subjects) of a models x subjects score table."""
     corr = per_subject.corr(method="pearson", min_periods=3)
     corr.index.name = None
     corr.columns.name = None

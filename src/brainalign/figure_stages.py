@@ -1,10 +1,12 @@
 """Figure rules as plain functions: ``FAMILIES[name](inputs, outputs, params)``.
 
 ``scripts/figure.py`` (the entry point of every ``figure_*`` rule) passes the rule's named
-inputs, outputs and params; each function reads its inputs, computes the numbers with
-:mod:`brainalign.analysis` and draws them with :mod:`brainalign.figures` (PNG, PDF and the
-CSV of the numbers, written atomically). In precomputed mode (``scores_from: paper``) the
-inputs are the paper's own tables shipped in ``brainalign/resources``.
+inputs, outputs and params; each function reads its inputs, computes the numbers out of core
+with :mod:`brainalign.tables` (the same numbers as :mod:`brainalign.analysis` on a table in
+memory) and draws them with :mod:`brainalign.figures` (PNG, PDF and the CSV of the numbers,
+written atomically). Table inputs are named by modality (``vision``, ``language``) with their
+check reports (``vision_check`` ...). In precomputed mode (``scores_from: paper``) the inputs are
+the paper's own tables shipped in ``brainalign/resources``.
 """
 
 from __future__ import annotations
@@ -14,26 +16,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainalign import analysis, figures
+from brainalign import analysis, figures, tables
 from brainalign.io import InputError
 
 #: Subject names of the paper's published tables (S01 = subj01, ...).
 PAPER_SUBJECTS = {"S01": "subj01", "S02": "subj02", "S05": "subj05", "S07": "subj07"}
 
 
-def read_table(path: str | Path, metrics: list[str] | None = None) -> pd.DataFrame:
-    """The measurement columns of one ``{modality}_all.parquet`` (only ``metrics`` rows, if given)."""
-    cols = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature", "yeo7", "score",
-            "relative_src_feature"]
-    filters = [("metric", "in", list(metrics))] if metrics else None
-    df = pd.read_parquet(path, columns=cols, filters=filters)
-    if df.empty:
-        raise InputError(f"{path}: no rows for metrics {metrics} (add them to the config's metrics)")
-    return df
+def _tables(inputs: dict) -> dict[str, str]:
+    """The measurement tables among a rule's named inputs, by modality."""
+    return {mod: inputs[mod] for mod in ("vision", "language") if mod in inputs}
 
 
-def _tables(inputs: dict, metrics: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    return {mod: read_table(inputs[mod], metrics) for mod in ("vision", "language") if mod in inputs}
+def _info(inputs: dict, name: str, con) -> tables.TableInfo:
+    """A table's check report (the rule's ``{name}_check`` input), or a fresh check."""
+    check = inputs.get(f"{name}_check")
+    return tables.TableInfo.from_json(check) if check else tables.check_table(inputs[name], con)
+
+
+def _require(info: tables.TableInfo, metrics: list[str]) -> None:
+    missing = [m for m in metrics if m not in info.metrics]
+    if missing:
+        raise InputError(f"{info.path}: no rows for metrics {missing} (add them to the config's metrics)")
 
 
 def _paths(outputs: dict) -> tuple[Path, Path, Path]:
@@ -66,20 +70,29 @@ def consistency(inputs: dict, outputs: dict, params: dict) -> None:
         figures.consistency_figure(mats, {"vision": 594, "language": 36}, "cka_36",
                                    "the paper's published matrices", *_paths(outputs))
         return
-    tables = _tables(inputs, [metric])
-    mats = {mod: analysis.subject_consistency(t, metric, pooling) for mod, t in tables.items()}
-    n = {mod: t["src_model"].nunique() for mod, t in tables.items()}
+    con = tables.connect()
+    mats, n = {}, {}
+    for mod, path in _tables(inputs).items():
+        _require(_info(inputs, mod, con), [metric])
+        per_subject = tables.subject_scores(tables.layer_scores(path, [metric], con), metric, pooling)
+        mats[mod], n[mod] = analysis.consistency_matrix(per_subject), len(per_subject)
     figures.consistency_figure(mats, n, metric, f"measured; {analysis.POOLINGS[pooling]}", *_paths(outputs))
 
 
 def metrics(inputs: dict, outputs: dict, params: dict) -> None:
-    corrs = {mod: analysis.metric_correlation(t) for mod, t in _tables(inputs).items()}
+    con = tables.connect()
+    corrs = {mod: tables.metric_correlation(path, _info(inputs, mod, con), con=con)
+             for mod, path in _tables(inputs).items()}
     figures.metric_heatmap_figure(corrs, *_paths(outputs))
 
 
 def layers(inputs: dict, outputs: dict, params: dict) -> None:
     metric = params["metric"]
-    profiles = {mod: analysis.layer_profiles(t, metric) for mod, t in _tables(inputs, [metric]).items()}
+    con = tables.connect()
+    profiles = {}
+    for mod, path in _tables(inputs).items():
+        _require(_info(inputs, mod, con), [metric])
+        profiles[mod] = tables.depth_profiles(path, metric, con)
     figures.layer_figure(profiles, metric, *_paths(outputs))
 
 
@@ -95,8 +108,12 @@ def roi_tables(inputs: dict, params: dict, metrics: list[str]) -> tuple[dict[str
             df["tgt_model"] = df["tgt_model"].map(PAPER_SUBJECTS).fillna(df["tgt_model"])
             out[mod] = df
         return out, "the paper's published per-ROI scores"
-    return ({mod: analysis.roi_scores(t, metrics) for mod, t in _tables(inputs, metrics).items()},
-            f"measured; per ROI: {analysis.ROI_POOLING}")
+    con = tables.connect()
+    out = {}
+    for mod, path in _tables(inputs).items():
+        _require(_info(inputs, mod, con), metrics)
+        out[mod] = tables.roi_scores(path, metrics, con)
+    return out, f"measured; per ROI: {analysis.ROI_POOLING}"
 
 
 def kernel_size(inputs: dict, outputs: dict, params: dict) -> None:
@@ -120,14 +137,17 @@ def kernel_size(inputs: dict, outputs: dict, params: dict) -> None:
 
 def umap(inputs: dict, outputs: dict, params: dict) -> None:
     metric = params["metric"]
-    tables = _tables(inputs, [metric])
-    both = pd.concat(tables.values(), ignore_index=True)
-    profiles = analysis.profile_matrix(both, metric)
-    modality = {m: mod for mod, t in tables.items() for m in t["src_model"].unique()}
+    con = tables.connect()
+    paths = _tables(inputs)
+    infos = {mod: _info(inputs, mod, con) for mod in paths}
+    for info in infos.values():
+        _require(info, [metric])
+    profiles = tables.profile_matrix(list(paths.values()), metric, con)
+    modality = {m: mod for mod, info in infos.items() for m in info.models}
     layer_xy = analysis.umap_embedding(profiles, seed=params.get("seed", 0))
     layer_xy.insert(0, "modality", layer_xy["src_model"].map(modality))
     roi_xy = analysis.umap_embedding(profiles.T, seed=params.get("seed", 0))
-    yeo = both.drop_duplicates("tgt_feature").set_index("tgt_feature")["yeo7"]
+    yeo = tables.roi_networks(next(iter(paths.values())), con)
     roi_xy.insert(1, "yeo7", roi_xy["tgt_feature"].map(yeo))
     figures.umap_figure(layer_xy, roi_xy, metric, *_paths(outputs))
 
@@ -148,14 +168,16 @@ def brain_map(inputs: dict, outputs: dict, params: dict) -> None:
             ch = paper_kernel_size(modality)
             source = "the paper's published per-ROI changes"
         else:
-            rois, source = roi_tables({modality: inputs["table"]}, params, [f"cka_{a}", f"cka_{b}"])
+            rois, source = roi_tables({modality: inputs["table"], f"{modality}_check": inputs["check"]}, params,
+                                      [f"cka_{a}", f"cka_{b}"])
             ch = analysis.kernel_size_change(rois[modality], a, b)
         values = ch.set_index("tgt_feature")["norm_mean"]
         title = f"{modality} models: change of z-normalised score, cka_{a} -> cka_{b}\n({source})"
         label, cmap, symmetric = "Δ z-normalised score (mean over subjects)", "RdBu_r", True
         table = ch.assign(value=ch["norm_mean"])
     else:
-        rois, source = roi_tables({modality: inputs.get("table")}, params, [metric])
+        rois, source = roi_tables({modality: inputs.get("table"), f"{modality}_check": inputs.get("check")}, params,
+                                  [metric])
         per_roi = rois[modality].groupby(["tgt_feature", "yeo7"], observed=True)["score"].mean()
         table = per_roi.rename("value").reset_index()
         values = table.set_index("tgt_feature")["value"]
@@ -169,13 +191,26 @@ def brain_map(inputs: dict, outputs: dict, params: dict) -> None:
 
 
 def trajectories(inputs: dict, outputs: dict, params: dict) -> None:
-    """Training trajectories (family 9): every checkpoint model of the config, grouped by run.
+    """Training trajectories (family 9), one panel per run.
 
-    ``params['checkpoints']``: one dict per checkpoint model (``src_model, run, step, tokens,
-    x_label, summary``); ``summary`` is the run's timm ``summary.csv`` (``epoch, eval_top1``),
-    whose held-out top-1 is the run's performance, or None.
+    Measured runs: ``params['checkpoints']`` has one dict per checkpoint model of the config
+    (``src_model, run, step, tokens, x_label, summary``); ``summary`` is the run's timm
+    ``summary.csv`` (``epoch, eval_top1``), whose held-out top-1 is the run's performance, or None.
+    Tables mode: the inputs are checkpoint tables (``{modality}_trained``), whose models' runs and
+    steps :func:`brainalign.tables.checkpoint_info` finds.
     """
     metric = params["metric"]
+    con = tables.connect()
+    trained = {k: v for k, v in inputs.items() if k.endswith("_trained")}
+    if trained:
+        parts = []
+        for name, path in trained.items():
+            _require(_info(inputs, name, con), [metric])
+            ck = tables.checkpoint_info(path, params.get("registries", []), con)
+            ck["performance"], ck["performance_label"] = float("nan"), ""
+            parts.append(tables.trajectory(path, ck, metric, con))
+        figures.trajectory_figure(pd.concat(parts, ignore_index=True), metric, *_paths(outputs))
+        return
     ck = pd.DataFrame(params["checkpoints"])
     ck["performance"] = float("nan")
     ck["performance_label"] = ""
@@ -186,9 +221,14 @@ def trajectories(inputs: dict, outputs: dict, params: dict) -> None:
         top1 = table.set_index("epoch")["eval_top1"]
         ck.loc[idx, "performance"] = ck.loc[idx, "step"].map(top1).to_numpy(float)
         ck.loc[idx, "performance_label"] = "held-out top-1 of the training task (%)"
-    tables = _tables(inputs, [metric])
-    both = pd.concat(tables.values(), ignore_index=True)
-    traj = analysis.trajectory(both, ck, metric)
+    parts = []
+    for mod, path in _tables(inputs).items():
+        mine = ck[ck["src_model"].isin(set(_info(inputs, mod, con).models))]
+        if len(mine):
+            parts.append(tables.trajectory(path, mine, metric, con))
+    if not parts:
+        raise InputError(f"no {metric} rows for the checkpoint models {list(ck['src_model'])[:3]} ...")
+    traj = pd.concat(parts, ignore_index=True).sort_values(["run", "step"]).reset_index(drop=True)
     figures.trajectory_figure(traj, metric, *_paths(outputs))
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from brainalign.io import InputError, write_csv, write_parquet
+from brainalign.io import InputError, atomic_path, write_csv, write_parquet
 from brainalign.models import ModelEntry, load_registry, lookup
 from brainalign.nsd import NSDLayout
 
@@ -139,43 +140,92 @@ def benchmark_columns(entry: ModelEntry) -> dict:
     return out
 
 
+def _table_schema(bench: dict) -> pa.Schema:
+    """Arrow schema of a modality table: dictionary-encoded strings, then the benchmark columns."""
+    text = pa.dictionary(pa.int32(), pa.string())
+    fields = [pa.field(c, text) for c in ("src_model", "tgt_model", "metric")]
+    fields += [pa.field("src_feature", pa.int64()), pa.field("tgt_feature", text), pa.field("yeo7", text),
+               pa.field("score", pa.float64()), pa.field("relative_src_feature", pa.int64())]
+    fields += [pa.field(c, pa.string() if c == "arch" else pa.float64()) for c in bench]
+    return pa.schema(fields)
+
+
 def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> None:
-    """One modality's table: the paper's columns, then the benchmark columns."""
+    """One modality's table: the paper's columns, then the benchmark columns.
+
+    Streams: one alignment file at a time becomes one row group of the output (strings
+    dictionary-encoded), so memory stays at one (subject, model) job's rows whatever the table's size.
+    """
+    import pyarrow.parquet as pq
+
     from brainalign.resources import hcp_parcels
 
+    if not alignment_files:
+        raise InputError(f"{out}: no alignment results to aggregate (the config lists no models of this modality)")
     reg = load_registry(registry)
     yeo = dict(zip(hcp_parcels()["name"], hcp_parcels()["yeo7"], strict=True))
-    frames = []
-    for f in alignment_files:
-        df = pd.read_parquet(f)
-        model = df["src_model"].iloc[0]
-        df["yeo7"] = df["tgt_feature"].map(yeo)
-        df["relative_src_feature"] = np.floor(df["src_feature"] / df["n_layers"] * 8).astype(int)
-        df = df[TABLE_COLUMNS].copy()
-        for col, val in benchmark_columns(reg[model]).items():
-            df[col] = val
-        frames.append(df)
-    if not frames:
-        raise InputError(f"{out}: no alignment results to aggregate (the config lists no models of this modality)")
-    table = pd.concat(frames, ignore_index=True)
-    write_parquet(table, out)
+    writer, schema, rows = None, None, 0
+    with atomic_path(out) as tmp:
+        try:
+            for i, f in enumerate(alignment_files):
+                df = pd.read_parquet(f)
+                model = df["src_model"].iloc[0]
+                df["yeo7"] = df["tgt_feature"].map(yeo)
+                df["relative_src_feature"] = np.floor(df["src_feature"] / df["n_layers"] * 8).astype(np.int64)
+                df = df[TABLE_COLUMNS].copy()
+                bench = benchmark_columns(reg[model])
+                for col, val in bench.items():
+                    df[col] = val
+                if schema is None:
+                    schema = _table_schema(bench)
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+                rows += len(df)
+                if (i + 1) % 100 == 0:
+                    log.info("aggregate: %d/%d files, %d rows", i + 1, len(alignment_files), rows)
+        finally:
+            if writer is not None:
+                writer.close()
+    log.info("%s: %d rows from %d files", out, rows, len(alignment_files))
 
 
-def measured_model_scores(table_path: Path, pooling: str, out: Path) -> None:
+def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path | None = None,
+                          modality: str | None = None) -> None:
     """One row per model: its brain score for every ``cka_*`` metric of the table (pooled as
-    ``pooling`` says), ``arch`` and the benchmark columns; the format of the paper's score tables."""
-    from brainalign.analysis import brain_scores
+    ``pooling`` says), ``arch`` and the benchmark columns; the format of the paper's score tables.
 
-    table = pd.read_parquet(table_path)
-    per_model = table.drop_duplicates("src_model").set_index("src_model")
-    bench_cols = [c for c in per_model.columns if c not in TABLE_COLUMNS]
-    out_df = pd.DataFrame(index=per_model.index)
-    cka = sorted((m for m in table["metric"].unique() if m.startswith("cka_")), key=lambda m: int(m[4:]))
+    Out of core (:mod:`brainalign.tables`): one aggregate query per table. Benchmark columns the
+    table lacks are filled from the project's benchmark tables by model name. ``check`` is the
+    table's :func:`brainalign.tables.check_table` report (made here if None); ``modality``
+    defaults to the file name's ``{modality}_all.parquet``.
+    """
+    from brainalign import resources as res
+    from brainalign import tables
+
+    con = tables.connect()
+    info = tables.TableInfo.from_json(check) if check else tables.check_table(table_path, con)
+    modality = modality or Path(table_path).name.split("_")[0]
+    cka = sorted((m for m in info.metrics if m.startswith("cka_")), key=lambda m: int(m[4:]))
+    if not cka:
+        raise InputError(f"{table_path}: no cka_* rows in column 'metric' (the model score is a CKA brain score)")
+    layers = tables.layer_scores(table_path, cka, con)
+    models = sorted(info.models)
+    out_df = pd.DataFrame(index=pd.Index(models, name="model"))
     for metric in cka:
-        scores = brain_scores(table, metric, pooling).set_index("src_model")["brain_score"]
-        out_df[metric] = scores
-    out_df = out_df.join(per_model[bench_cols])
-    out_df.index.name = "model"
+        out_df[metric] = tables.brain_scores(layers, metric, pooling).set_index("src_model")["brain_score"]
+    wanted = (res.VISION_BENCHMARK_COLUMNS + ["arch"] if modality == "vision"
+              else res.LANGUAGE_BENCHMARK_COLUMNS)
+    present = [c for c in info.benchmark_columns if c in wanted]
+    bench = tables.model_benchmarks(table_path, present, con).reindex(models)
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        known = (res.vision_benchmarks() if modality == "vision" else res.language_benchmarks()).set_index("model")
+        for c in missing:
+            bench[c] = known[c].reindex(models).to_numpy()
+        found = int(known.index.isin(models).sum())
+        log.warning("%s: columns %s filled from the project's benchmark tables by model name (%d of %d models "
+                    "found)", table_path, missing, found, len(models))
+    out_df = out_df.join(bench[present + missing])
     out_df["pooling"] = pooling
     write_csv(out_df.reset_index(), out)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -12,9 +13,11 @@ from brainalign.io import InputError
 def run(snakemake, stage: Callable[[], None]) -> None:
     """Call ``stage()`` with logging to the rule's log file.
 
+    The rule's ``threads`` reach the table readers (DuckDB) as ``BRAINALIGN_THREADS``.
     Bad input (:class:`InputError`) ends the job with its one-line message and
     exit status 1; outputs are written atomically, so nothing partial remains.
     """
+    os.environ["BRAINALIGN_THREADS"] = str(max(1, int(getattr(snakemake, "threads", 1) or 1)))
     handlers = [logging.StreamHandler(sys.stderr)]
     if snakemake.log:
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))

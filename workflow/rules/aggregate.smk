@@ -17,6 +17,26 @@ rule aggregate:
         "../../scripts/aggregate.py"
 
 
+# Every table is checked once, out of core, before anything reads it (a bad table fails here with
+# one line naming the file and the column); the report holds the table's dimensions.
+rule check_table:
+    input:
+        lambda w: table_path(w.modality, w.kind),
+    output:
+        f"{RESULTS}/checks/{{modality}}_{{kind}}.json",
+    wildcard_constraints:
+        kind=r"all|trained",
+    threads: 2
+    log:
+        f"{RESULTS}/logs/check_table/{{modality}}_{{kind}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/check_table/{{modality}}_{{kind}}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/check_table.py"
+
+
 # One score per model (every cka_* kernel size) with its benchmarks: measured from the tables,
 # or the paper's own published scores in precomputed mode (config/paper.yaml).
 if SCORES_FROM == "paper":
@@ -37,11 +57,13 @@ else:
 
     rule model_scores:
         input:
-            table=f"{RESULTS}/tables/{{modality}}_all.parquet",
+            table=lambda w: table_path(w.modality),
+            check=lambda w: check_path(w.modality),
         output:
             f"{RESULTS}/stats/model_scores_{{modality}}.csv",
         params:
             pooling=ANALYSIS["pooling"],
+        threads: 2
         log:
             f"{RESULTS}/logs/model_scores/{{modality}}.log",
         benchmark:

@@ -10,7 +10,9 @@ from brainalign.models import load_registry, select_models
 from brainalign.nsd import NSDLayout
 
 DEFAULT_MINI_NSD = "results/mini_nsd"
-RESULTS = config.get("results", "results")
+# tables mode: start from measurement tables in the paper's schema (its vision_all.parquet ...)
+TABLES_FROM = config.get("tables_from")
+RESULTS = config.get("results", "results/from_tables" if TABLES_FROM else "results")
 NSD_ROOT = config["nsd_root"]
 LAYOUT = NSDLayout(NSD_ROOT)
 SPLIT = config["split"]
@@ -50,6 +52,59 @@ except (InputError, ValueError) as exc:
 
 MODALITY_OF = {m: mod for mod, names in MODELS.items() for m in names}
 ALL_MODELS = MODELS["vision"] + MODELS["language"]
+
+
+def _tables_mode():
+    """Tables mode: which of DIR's tables exist (schemas checked from their footers, at once) and
+    the metrics they hold."""
+    from brainalign.tables import check_schema, connect, table_metrics
+
+    if SCORES_FROM == "paper":
+        _fail("config keys 'tables_from' and 'scores_from: paper' exclude each other (use one)")
+    if not os.path.isdir(TABLES_FROM):
+        _fail(f"config key 'tables_from': {TABLES_FROM} is not a directory (it must hold vision_all.parquet "
+              "and/or language_all.parquet in the paper's schema)")
+    found = {}
+    for mod in ("vision", "language"):
+        for kind in ("all", "trained"):
+            path = os.path.join(TABLES_FROM, f"{mod}_{kind}.parquet")
+            if os.path.exists(path):
+                check_schema(path)
+                found[(mod, kind)] = path
+    if not any(kind == "all" for _, kind in found):
+        _fail(f"config key 'tables_from': {TABLES_FROM} holds neither vision_all.parquet nor language_all.parquet")
+    con = connect("256MB", 2)
+    metrics = {key: table_metrics(con, path) for key, path in found.items()}
+    return found, metrics
+
+
+try:
+    TABLES, TABLE_METRICS = _tables_mode() if TABLES_FROM else ({}, {})
+except InputError as exc:
+    _fail(str(exc))
+if TABLES_FROM:
+    _present = set().union(*(v for k, v in TABLE_METRICS.items() if k[1] == "all"))
+    METRICS = [s.name for s in resolve_metrics("all") if s.name in _present]
+    TABLE_MODALITIES = [mod for mod in ("vision", "language") if (mod, "all") in TABLES]
+else:
+    TABLE_MODALITIES = [mod for mod in ("vision", "language") if MODELS[mod]]
+
+
+def table_path(modality, kind="all"):
+    """A measurement table: the user's (tables mode) or the one the workflow aggregates."""
+    if TABLES_FROM:
+        return TABLES[(modality, kind)]
+    return f"{RESULTS}/tables/{modality}_all.parquet"
+
+
+def check_path(modality, kind="all"):
+    """The report of ``rule check_table`` on a table (its dimensions; fails on a bad table)."""
+    return f"{RESULTS}/checks/{modality}_{kind}.json"
+
+
+def trained_tables():
+    """Tables mode: the checkpoint tables present (``{modality}_trained.parquet``)."""
+    return [mod for mod in ("vision", "language") if (mod, "trained") in TABLES]
 
 
 wildcard_constraints:
@@ -128,13 +183,13 @@ def alignment_files(modality):
 
 
 def table_files():
-    return [f"{RESULTS}/tables/{mod}_all.parquet" for mod in ("vision", "language") if MODELS[mod]]
+    return [] if TABLES_FROM else [table_path(mod) for mod in TABLE_MODALITIES]
 
 
 def score_modalities():
     if SCORES_FROM == "paper":
         return ["vision", "language"]
-    return [mod for mod in ("vision", "language") if MODELS[mod]]
+    return TABLE_MODALITIES
 
 
 def score_files():
@@ -146,6 +201,9 @@ def stats_files():
         return []
     if SCORES_FROM == "paper":
         sigmas = [20, 28, 36, 44, 52, 60, 68, 76, 84, 92, 100]
+    elif TABLES_FROM:  # every kernel size both tables hold
+        sigmas = [int(m[4:]) for m in METRICS if m.startswith("cka_")
+                  and all(m in TABLE_METRICS[(mod, "all")] for mod in TABLE_MODALITIES)]
     else:  # the analysis metric's kernel size; any other is one target away
         sigmas = [int(ANALYSIS["metric"][4:])] if ANALYSIS["metric"] in METRICS else []
     return [f"{RESULTS}/stats/correlation_sigma{s}.csv" for s in sigmas]
@@ -166,8 +224,19 @@ def figure_outputs(family, stem, caption):
 
 
 def measured_tables(wildcards=None):
-    """The per-modality tables (named inputs ``vision``/``language``) the measured figures read."""
-    return {mod: f"{RESULTS}/tables/{mod}_all.parquet" for mod in ("vision", "language") if MODELS[mod]}
+    """The per-modality tables (named inputs ``vision``/``language``) the measured figures read, with
+    their check reports (``vision_check``/``language_check``)."""
+    out = {mod: table_path(mod) for mod in TABLE_MODALITIES}
+    return out | {f"{mod}_check": check_path(mod) for mod in TABLE_MODALITIES}
+
+
+def trajectory_inputs(wildcards=None):
+    """The trajectory figure's tables: the checkpoint tables in tables mode, else the measured ones."""
+    if TABLES_FROM:
+        mods = trained_tables()
+        return {f"{m}_trained": table_path(m, "trained") for m in mods} | {
+            f"{m}_trained_check": check_path(m, "trained") for m in mods}
+    return measured_tables()
 
 
 KERNEL_FROM, KERNEL_TO = ANALYSIS["kernel_sizes"]
@@ -189,7 +258,7 @@ def figure_families():
     if SCORES_FROM == "paper":
         return ["performance", "performance_sigma", "consistency", "kernel_size"]
     out = ["performance", "performance_sigma"] if score_modalities() else []
-    if not MODELS["vision"] and not MODELS["language"]:
+    if not TABLE_MODALITIES:
         return out
     if ANALYSIS["metric"] in METRICS:
         out += ["consistency", "layers", "umap"]
@@ -197,7 +266,7 @@ def figure_families():
         out.append("metrics")
     if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):
         out.append("kernel_size")
-    if ANALYSIS["metric"] in METRICS and checkpoint_models():
+    if ANALYSIS["metric"] in METRICS and (trained_tables() if TABLES_FROM else checkpoint_models()):
         out.append("trajectories")
     return out
 
@@ -205,22 +274,24 @@ def figure_families():
 def brain_map_inputs(wildcards):
     atlas = {"lh": LAYOUT.fsaverage_labels("lh"), "rh": LAYOUT.fsaverage_labels("rh"), "ctab": LAYOUT.parcel_table}
     if SCORES_FROM != "paper":
-        atlas["table"] = f"{RESULTS}/tables/{wildcards.modality}_all.parquet"
+        atlas["table"] = table_path(wildcards.modality)
+        atlas["check"] = check_path(wildcards.modality)
     return {k: str(v) for k, v in atlas.items()}
 
 
 def brain_map_files():
-    """Brain maps per modality: the headline score and the kernel-size change. In precomputed mode
-    only when ``nsd_root`` holds NSD's fsaverage HCP-MMP1 annotation (the paper's per-ROI tables have
-    no surface of their own)."""
+    """Brain maps per modality: the headline score and the kernel-size change. In precomputed and
+    tables mode only when ``nsd_root`` holds NSD's fsaverage HCP-MMP1 annotation (the paper's tables
+    have no surface of their own)."""
     kinds = []
-    if SCORES_FROM == "paper":  # a real NSD's atlas: the mini-NSD's 12 parcels cannot show 180 ROIs
+    if SCORES_FROM == "paper" or TABLES_FROM:  # a real NSD's atlas: the mini-NSD's 12 parcels cannot show 180
         real = os.path.normpath(NSD_ROOT) != os.path.normpath(DEFAULT_MINI_NSD)
         if not real or not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
             return []
+    if SCORES_FROM == "paper":
         mods, kinds = ["vision", "language"], ["change"]
     else:
-        mods = [m for m in ("vision", "language") if MODELS[m]]
+        mods = TABLE_MODALITIES
         if ANALYSIS["metric"] in METRICS:
             kinds.append("score")
         if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):

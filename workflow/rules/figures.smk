@@ -62,6 +62,7 @@ for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
             sigma_to=KERNEL_TO,
             seed=ANALYSIS["umap_seed"],
             **FIGURE_PARAMS,
+        threads: 2
         log:
             f"{RESULTS}/logs/figures/{_family}.log",
         benchmark:
@@ -86,6 +87,7 @@ rule figure_brain_map:
         sigma_from=KERNEL_FROM,
         sigma_to=KERNEL_TO,
         **FIGURE_PARAMS,
+    threads: 2
     wildcard_constraints:
         kind=r"score|change",
     log:
@@ -99,17 +101,20 @@ rule figure_brain_map:
 
 
 # Training trajectories: the selected checkpoint models (vision epochs with the run's timm
-# summary.csv as performance; Pythia steps with their token counts), one panel per run.
+# summary.csv as performance; Pythia steps with their token counts), one panel per run; in
+# tables mode the models of {vision,language}_trained.parquet.
 rule figure_trajectories:
     input:
-        unpack(measured_tables),
-        summaries=sorted({c["summary"] for c in checkpoint_models() if c["summary"]}),
+        unpack(trajectory_inputs),
+        summaries=[] if TABLES_FROM else sorted({c["summary"] for c in checkpoint_models() if c["summary"]}),
     output:
         **figure_outputs("trajectories", FIGURES["trajectories"], "trajectories"),
     params:
         family="trajectories",
-        checkpoints=checkpoint_models(),
+        checkpoints=[] if TABLES_FROM else checkpoint_models(),
+        registries=sorted(set(REGISTRY_FILES) | {str(p) for p in Path("config/registry").glob("*.yaml")}),
         **FIGURE_PARAMS,
+    threads: 2
     log:
         f"{RESULTS}/logs/figures/trajectories.log",
     benchmark:
