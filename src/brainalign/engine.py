@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from brainalign.io import release_memory
+
 log = logging.getLogger(__name__)
 
 TIE_TOLERANCE = 1e-9
@@ -57,28 +59,6 @@ PROGRESS_SECONDS = 30.0
 # ----------------------------------------------------------------------------- small pieces
 
 
-def _malloc_trim():
-    """Return freed heap memory to the OS (glibc), so that peak RSS follows the block budget.
-
-    glibc raises its mmap threshold as large blocks are freed; the engine's transient
-    megabyte-sized tensors then land on the heap between long-lived ones (z-scored features,
-    neighbour lists) and stay resident after they are freed: at paper size that was 5 GB of
-    RSS after z-scoring 192 representations. A trim after each representation, each inverted
-    list and each row block gives it back.
-    """
-    global _TRIM
-    if _TRIM is None:
-        try:
-            import ctypes
-
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM = None
 
 
 def index_dtype(n: int):
@@ -311,7 +291,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     for inputs, reps in ((sources, src), (targets, tgt)):
         for x in inputs:
             reps.append(prepare(x() if callable(x) else x, device))
-            _malloc_trim()  # the raw copy and the temporaries would stay resident between the z's
+            release_memory()  # the raw copy and the temporaries would stay resident between the z's
     if not src or not tgt:
         raise ValueError("align needs at least one source and one target representation")
     n = src[0].z.shape[0]
@@ -354,13 +334,13 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
                     clock.lap("gram")
                     out[r0:r1] = block_neighbours(g, r0, k, rep.scale, shift).to(cdt)
                     clock.lap("neighbours")
-            _malloc_trim()
+            release_memory()
             progress.step()
         src_inv, tgt_inv = [], []
         for lists, inv in ((src_lists, src_inv), (tgt_lists, tgt_inv)):
             for x in lists:
                 inv.append(Inverse.of(x))
-                _malloc_trim()  # the int64 temporaries would stay resident between the small results
+                release_memory()  # the int64 temporaries would stay resident between the small results
         clock.lap("neighbours")
 
     # ---------------------------------------------------------------- pass 2: every metric
@@ -399,7 +379,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
         del blk
         if cka:
             cka.block(r0, r1, clock)
-        _malloc_trim()
+        release_memory()
         progress.step()
     out = acc.scores(n)
     if cka:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from brainalign.io import InputError, atomic_path, write_csv, write_parquet
+from brainalign.io import InputError, atomic_path, release_memory, write_csv, write_parquet
 from brainalign.models import ModelEntry, load_registry, lookup
 from brainalign.nsd import NSDLayout
 
@@ -181,6 +181,8 @@ def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> Non
                     writer = pq.ParquetWriter(tmp, schema, compression="zstd")
                 writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
                 rows += len(df)
+                del df
+                release_memory()
                 if (i + 1) % 100 == 0:
                     log.info("aggregate: %d/%d files, %d rows", i + 1, len(alignment_files), rows)
         finally:
