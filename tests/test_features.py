@@ -540,3 +540,25 @@ def test_training_checkpoints_become_one_model_per_epoch_with_ema_weights(tmp_pa
         reg_file.write_text(yaml.safe_dump({"x": {"modality": "vision", "source": "timm", "architecture": "mixnet_s",
                                                   "checkpoints": str(tmp_path / "nope")}}))
         load_registry(reg_file)
+
+
+def test_nan_or_inf_features_fail_naming_the_model_and_layers(tmp_path, monkeypatch):
+    """An fp16 overflow (inf, then NaN) must not reach the tables as numbers."""
+    import pandas as pd
+
+    import brainalign.features as feats
+    from brainalign import pipeline
+
+    class Broken:
+        def extract(self, stimuli, images, batch_size):
+            good = np.ones((len(stimuli), 4), np.float32)
+            return ["blocks.0", "blocks.1"], [good, np.where(np.arange(4) == 2, np.inf, good)], {}
+
+    monkeypatch.setattr(feats, "load_model", lambda entry, device: Broken())
+    csv = tmp_path / "subj01.csv"
+    pd.DataFrame({"nsd_id": [1, 2, 3], "caption": ["a", "b", "c"]}).to_csv(csv, index=False)
+    out = tmp_path / "f.h5"
+    with pytest.raises(InputError, match=r"tf_efficientnet_lite0: layers \['blocks.1'\] \(1 of 2\) give NaN or inf"):
+        pipeline.extract(REGISTRY_PATH, "tf_efficientnet_lite0", [csv], tmp_path / "x.hdf5", "cpu",
+                         [out])
+    assert not out.exists()

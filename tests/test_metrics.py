@@ -324,6 +324,20 @@ def test_single_source_many_targets():
         np.testing.assert_allclose(one_tgt[name], full[name][:, 2:3], rtol=0, atol=1e-6, err_msg=name)
 
 
+def test_a_constant_representation_scores_nan_and_leaves_the_others_unchanged():
+    """A blank parcel or a dead layer (the same value for every stimulus) has nothing to align:
+    its row or column is NaN, every other pair is what it is without it."""
+    sources, targets = dataset("readout", N_SMALL)
+    full = engine("readout", N_SMALL, tuple(SMALL_METRICS))
+    blank = np.full_like(targets[0], 0.25)
+    dead = np.zeros_like(sources[0])
+    got = score_matrices([sources[0], dead, *sources[1:]], [*targets, blank], SMALL_METRICS)
+    for name in SMALL_METRICS:
+        assert np.isnan(got[name][1]).all() and np.isnan(got[name][:, -1]).all(), name
+        rest = np.delete(np.delete(got[name], 1, axis=0), -1, axis=1)
+        np.testing.assert_allclose(rest, full[name], rtol=0, atol=1e-6, err_msg=name)
+
+
 # ----------------------------------------------------------------------------- 2. identical inputs
 
 
@@ -584,7 +598,7 @@ def test_memory_follows_the_budget(tmp_path):
 
     script = tmp_path / "job.py"
     script.write_text(
-        "import json, resource, numpy as np\n"
+        "import json, numpy as np, torch\n"
         "from brainalign.metrics import score_matrices\n"
         "n = 4000\n"
         "rng = np.random.default_rng(0)\n"
@@ -594,10 +608,12 @@ def test_memory_follows_the_budget(tmp_path):
         "rois = [(latent @ rng.normal(size=(16, 60)) + rng.normal(size=(n, 60))).astype(np.float32)"
         " for _ in range(6)]\n"
         "features = sum(x.size for x in layers + rois) * 8\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        # VmHWM: this process's own peak (ru_maxrss would include the pytest parent's RSS at fork)
+        "def hwm(): return int([x.split()[1] for x in open('/proc/self/status') if x.startswith('VmHWM')][0]) * 1024\n"
+        "before = hwm()\n"
         "stats = {}\n"
         "score_matrices(layers, rois, 'all', max_bytes=2 << 30, stats=stats)\n"
-        "print(json.dumps({'peak': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,"
+        "print(json.dumps({'peak': hwm(),"
         " 'before': before, 'features': features, 'stats': stats}))\n"
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)

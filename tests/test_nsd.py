@@ -159,3 +159,112 @@ def test_no_betas_is_reported(release):
         release.betas("subj01", s).unlink()
     with pytest.raises(InputError, match="no betas found for subj01"):
         load_roi_responses(release, "subj01", "all", "paper")
+
+
+# --------------------------------------------------------------------------- NSD fidelity, bad inputs
+
+def test_sessions_key_selects_sessions(release):
+    from brainalign.nsd import wanted_sessions
+
+    assert wanted_sessions([1, 2, 3, 40], None) == wanted_sessions([1, 2, 3, 40], "all") == [1, 2, 3, 40]
+    assert wanted_sessions(list(range(1, 41)), {"max": 37}) == list(range(1, 38))
+    assert wanted_sessions([1, 2, 3], [3, 1]) == [1, 3]
+    for bad in ({"max": 0}, {"last": 3}, ["1"], 5):
+        with pytest.raises(InputError, match="config key 'sessions'"):
+            wanted_sessions([1, 2], bad)
+    ids, rois = load_roi_responses(release, "subj01", ["V1"], "paper", sessions={"max": 1})
+    vox = np.flatnonzero(LABELS.reshape(-1) == 1)
+    assert ids.tolist() == [3, 4]
+    np.testing.assert_allclose(rois["V1"], expected([3, 4], vox, {1: SESSIONS[1]}), rtol=1e-6)
+    assert subject_stimuli(release, "subj01", "paper", sessions=[1])["nsd_id"].tolist() == [3, 4]
+    with pytest.raises(InputError, match="selects none of subj01's sessions 1..2"):
+        load_roi_responses(release, "subj01", ["V1"], "paper", sessions=[7])
+
+
+def test_coco_captions_from_their_own_folder_or_a_message_where_to_get_them(release, tmp_path):
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    for split in ("train2017", "val2017"):
+        release.captions(split).rename(coco / f"captions_{split}.json")
+    with pytest.raises(InputError) as exc:
+        subject_stimuli(release, "subj01", "paper")
+    assert "annotations_trainval2017.zip" in str(exc.value) and "coco_annotations" in str(exc.value)
+    assert str(release.captions("train2017")) in str(exc.value)
+    moved = NSDLayout(release.root, coco)
+    assert subject_stimuli(moved, "subj01", "paper")["caption"].tolist()[0] == "caption 1 of 13"
+
+
+def test_without_the_freesurfer_folder_ingest_uses_the_packaged_parcel_names(release):
+    ids_a, rois_a = load_roi_responses(release, "subj01", ["V1", "V2"], "paper")
+    release.parcel_table.unlink()
+    ids_b, rois_b = load_roi_responses(release, "subj01", ["V1", "V2"], "paper")
+    assert ids_a.tolist() == ids_b.tolist()
+    for roi in ("V1", "V2"):
+        np.testing.assert_array_equal(rois_a[roi], rois_b[roi])
+
+
+def test_hdf5_reads_only_the_parcels_box_and_equals_the_volume(release):
+    """Per z-slab reads of the parcels' bounding box give the same betas as the whole volume."""
+    from brainalign.nsd import _read_hdf5_voxels
+
+    data = np.asanyarray(nib.load(release.betas("subj01", 1)).dataobj)  # (X, Y, Z, trials)
+    path = release.betas("subj01", 1, "hdf5")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("betas", data=data.transpose(3, 2, 1, 0), chunks=(4, 1, 1, 1))
+    for voxels in (np.array([4]), np.flatnonzero(LABELS.reshape(-1) == 4), np.arange(LABELS.size)[::-1]):
+        want = data.reshape(-1, data.shape[-1])[voxels].T
+        np.testing.assert_array_equal(_read_hdf5_voxels(path, voxels), want)
+
+
+@pytest.mark.parametrize(("break_it", "named"), [
+    (lambda r: r.betas("subj01", 1).write_bytes(r.betas("subj01", 1).read_bytes()[:60]),
+     "betas_session01.nii.gz: unreadable"),
+    (lambda r: (r.betas("subj01", 2).unlink(), h5py.File(r.betas("subj01", 2, "hdf5"), "w").create_dataset(
+        "betas", data=np.zeros((4, 2, 3), np.int16))), "betas_session02.hdf5: needs a dataset 'betas' of shape"),
+    (lambda r: pd.read_csv(r.responses("subj01"), sep="\t").drop(columns="73KID").to_csv(
+        r.responses("subj01"), sep="\t", index=False), "responses.tsv: columns ['73KID'] missing"),
+    (lambda r: r.parcel_table.write_text("0 Unknown\n1 V1\n2 MST\n4 V2\n7 V7\n"), "parcel 'V7' has no voxels"),
+])
+def test_a_bad_release_file_fails_with_one_line_naming_it(release, break_it, named):
+    break_it(release)
+    rois = ["V1", "V7"] if "V7" in named else "all"
+    with pytest.raises(InputError) as exc:
+        load_roi_responses(release, "subj01", rois, "paper")
+    assert named in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_stimulus_without_stim_info_row_or_caption_is_named(release):
+    info = pd.read_csv(release.stim_info, index_col=0)
+    info[info.nsdId != 4].to_csv(release.stim_info)  # 73KID 5 gone
+    with pytest.raises(InputError, match=r"no row for 73KIDs \[5\]"):
+        subject_stimuli(release, "subj01", "paper")
+    info.to_csv(release.stim_info)
+    anns = json.loads(release.captions("train2017").read_text())
+    anns["annotations"] = [a for a in anns["annotations"] if a["image_id"] != 14]
+    release.captions("train2017").write_text(json.dumps(anns))
+    with pytest.raises(InputError, match=r"no COCO caption for 73KIDs \[4\]"):
+        subject_stimuli(release, "subj01", "paper")
+
+
+def test_stimulus_images_are_read_a_batch_at_a_time_and_checked(tmp_path):
+    from brainalign.features import StimulusImages, load_stimulus_images
+
+    path = tmp_path / "nsd_stimuli.hdf5"
+    brick = np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3)
+    with h5py.File(path, "w") as f:
+        f["imgBrick"] = brick
+    images = StimulusImages(path, [5, 1, 5, 3])
+    assert len(images) == 4 and images.shape == (4, 4, 4, 3)
+    np.testing.assert_array_equal(images[1:3], brick[[0, 4]])
+    np.testing.assert_array_equal(images[0], brick[4])
+    np.testing.assert_array_equal(load_stimulus_images(path, [5, 1, 5, 3]), brick[[4, 0, 4, 2]])
+    with pytest.raises(InputError, match="73KID out of range 1..6"):
+        StimulusImages(path, [7])
+    with h5py.File(path, "w") as f:
+        f["images"] = brick
+    with pytest.raises(InputError, match="no dataset 'imgBrick'"):
+        StimulusImages(path, [1])
+    with h5py.File(path, "w") as f:
+        f["imgBrick"] = brick[..., 0]
+    with pytest.raises(InputError, match=r"imgBrick has shape \(6, 4, 4\)"):
+        StimulusImages(path, [1])

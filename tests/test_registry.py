@@ -122,11 +122,26 @@ def test_registry_files_merge_and_names_are_unique():
 def test_a_model_in_two_registry_files_is_an_error(tmp_path):
     dup = tmp_path / "dup.yaml"
     dup.write_text(yaml.safe_dump({"convnext_atto.d2_in1k": {"modality": "vision", "source": "timm",
-                                                             "architecture": "convnext_atto"}}))
+                                                             "architecture": "convnext_atto", "weights": "random"}}))
     with pytest.raises(InputError, match="convnext_atto.d2_in1k.*two registry files"):
         load_registry([VISION, dup])
     with pytest.raises(InputError, match="empty list"):
         load_registry([])
+
+
+@pytest.mark.parametrize(("entry", "named"), [
+    ({"weight": "timm-hub"}, "unknown key 'weight' (did you mean 'weights'?)"),
+    ({"weights": "timm-hub", "benchmrk": "x"}, "unknown key 'benchmrk' (did you mean 'benchmark'?)"),
+    ({}, "needs 'weights'"),
+])
+def test_a_registry_typo_or_missing_weights_fails_naming_file_and_model(tmp_path, entry, named):
+    """A typo must not silently measure a randomly initialised model."""
+    reg = tmp_path / "models.yaml"
+    reg.write_text(yaml.safe_dump({"my_resnet": {"modality": "vision", "source": "timm", "architecture": "resnet18",
+                                                 **entry}}))
+    with pytest.raises(InputError) as exc:
+        load_registry(reg)
+    assert named in str(exc.value) and str(reg) in str(exc.value) and "'my_resnet'" in str(exc.value)
 
 
 def test_family_rules():

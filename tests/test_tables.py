@@ -193,12 +193,13 @@ def test_checkpoints_from_columns_or_registry(tmp_path):
 
 
 AGG = """
-import resource, sys
+import sys
 from pathlib import Path
 from brainalign.pipeline import aggregate
 files = sorted(Path(sys.argv[1]).glob("*.parquet"))
 aggregate(files, Path(sys.argv[3]), Path(sys.argv[2]))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM: this process's own peak (ru_maxrss would include the pytest parent's RSS at fork)
+print([line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
 """
 
 
@@ -237,3 +238,36 @@ def test_aggregate_streams_many_job_files_in_bounded_memory(tmp_path):
     assert (first["src_model"] == models[0]).all() and first["imagenet"].iloc[0] == pytest.approx(0.74832)
     info = tables.check_table(out)
     assert info.rows == rows and info.missing_measurements == 0
+
+
+def _job_file(path, model="tf_efficientnet_lite0", subject="subj01", layers=3, rois=("V1", "V2"),
+              metrics=("cka_36", "cknna")):
+    idx = np.indices((len(metrics), layers, len(rois))).reshape(3, -1)
+    df = pd.DataFrame({"src_model": model, "tgt_model": subject, "metric": np.array(metrics)[idx[0]],
+                       "src_feature": idx[1], "tgt_feature": np.array(rois)[idx[2]],
+                       "score": np.linspace(0, 1, idx.shape[1]), "n_layers": layers})
+    df.to_parquet(path, index=False)
+    return df
+
+
+@pytest.mark.parametrize(("spoil", "named"), [
+    (lambda df: df.iloc[1:], "11 rows, expected 3 layers x 2 ROIs x 2 metrics = 12"),
+    (lambda df: pd.concat([df.iloc[:-1], df.iloc[[0]]]), "with no key twice"),
+    (lambda df: df.assign(tgt_model=["subj01", "subj02"] * 6), "2 values in 'tgt_model'"),
+    (lambda df: df.assign(tgt_feature=df["tgt_feature"].replace("V2", "V3")), "ROIs or metrics differ"),
+])
+def test_aggregate_names_the_first_job_file_that_breaks_the_row_invariant(tmp_path, spoil, named):
+    from brainalign.pipeline import aggregate
+
+    good = tmp_path / "a.parquet"
+    _job_file(good)
+    bad = tmp_path / "b.parquet"
+    df = _job_file(bad, subject="subj02")
+    spoil(df).to_parquet(bad, index=False)
+    out = tmp_path / "vision_all.parquet"
+    with pytest.raises(InputError) as exc:
+        aggregate([good, bad], REPO / "config/models.yaml", out)
+    assert str(bad) in str(exc.value) and named in str(exc.value)
+    assert not out.exists() and not list(tmp_path.glob(".vision_all*"))  # no partial output
+    aggregate([good], REPO / "config/models.yaml", out)
+    assert pq.ParquetFile(out).metadata.num_rows == 12

@@ -227,6 +227,10 @@ def test_any_nsd_directory_runs_without_the_generator(demo_run, tmp_path):
     ("nsd_rot=/x", "nsd_rot"),
     ("split=halves", "halves"),
     ("subjects=subj01", "subjects"),
+    ("subjects=[subj01,subj01]", "subjects"),
+    ("subjects=[]", "subjects"),
+    ("subjects=[subj09]", "subj09"),
+    ("sessions={last:3}", "sessions"),
     ("device=gpu", "gpu"),
 ])
 def test_bad_config_fails_at_start_naming_the_key(tmp_path, override, named):
@@ -388,3 +392,47 @@ def test_tables_mode_on_a_measured_runs_tables_gives_its_numbers(demo_run, tmp_p
         got, want = pd.read_csv(out / f"figures/{stem}.csv"), pd.read_csv(measured / f"figures/{stem}.csv")
         assert got.shape == want.shape, stem
         pd.testing.assert_frame_equal(got, want, rtol=1e-9, check_dtype=False, obj=stem)
+
+
+def test_a_release_without_freesurfer_folder_plans_around_it_at_start(demo_run, tmp_path):
+    """An NSD-layout directory without nsddata/freesurfer (and not a mini-NSD): the models trained on
+    the mini-NSD and the brain maps are left out at DAG build, one warning line each; ingest runs."""
+    nsd = tmp_path / "nsd"
+    shutil.copytree(demo_run / "results/mini_nsd", nsd, ignore=shutil.ignore_patterns("freesurfer", "ground_truth.json"))
+    work = copy_workflow(tmp_path / "w")
+    dry = snakemake(work, "-n", "--cores", "2", "--config", f"nsd_root={nsd}")
+    counts = job_counts(dry.stdout)
+    assert "figure_brain_map" not in counts and "figure_trajectories" not in counts
+    assert not any(rule.startswith("train_") for rule in counts)
+    assert counts["align"] == 4 * (len(MODELS["vision"]) + len(MODELS["language"]))
+    warnings = [line for line in dry.stdout.splitlines() if line.startswith("brainalign: warning:")]
+    assert len(warnings) == 2, warnings
+    assert "mini_nsd_cnn@epoch1" in warnings[0] and "HCP_MMP1.mgz" in warnings[1]
+    target = "results/brain/paper/subj02.h5"
+    snakemake(work, "--cores", "2", "--config", f"nsd_root={nsd}", "--", target)
+    ids_a, rois_a = read_brain(work / target)
+    ids_b, rois_b = read_brain(demo_run / target)
+    assert ids_a.tolist() == ids_b.tolist() and list(rois_a) == list(rois_b)
+    for roi in rois_b:
+        np.testing.assert_array_equal(rois_a[roi], rois_b[roi])
+
+
+def test_one_core_and_two_cores_give_the_same_tables(demo_run, tmp_path):
+    """Align jobs rerun with --cores 1 (one torch thread, other reduction orders) reproduce the
+    demo's --cores 2 tables to 1e-6, and the row invariant of aggregate holds."""
+    work = tmp_path / "work"
+    shutil.copytree(demo_run, work, symlinks=True)  # keeps mtimes and .snakemake's records
+    redo = {"tf_efficientnet_lite1", "all-MiniLM-L6-v2.untrained"}
+    for f in (work / "results/alignment/paper").rglob("*.parquet"):
+        if f.stem in redo:
+            f.unlink()
+    tables = ["results/tables/vision_all.parquet", "results/tables/language_all.parquet"]
+    for t in tables:
+        (work / t).unlink()
+    counts = job_counts(snakemake(work, "--cores", "1", *tables).stdout)
+    assert counts["align"] == 4 * len(redo) and counts["aggregate"] == 2 and "features" not in counts
+    key = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature"]
+    for t in tables:
+        got = pd.read_parquet(work / t).sort_values(key).reset_index(drop=True)
+        want = pd.read_parquet(demo_run / t).sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want, rtol=0, atol=1e-6)

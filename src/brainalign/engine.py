@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from brainalign.io import release_memory
+from brainalign.io import Progress, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ CENTRE_SAMPLE = 256
 ACCUMULATE_BLOCK = 1 << 20  # float32 partial sums over at most 2^20 terms, then float64
 EPS_CKA = 1e-6
 BIG = 32767  # the rank of a stimulus that is not among the neighbours (int16)
-PROGRESS_SECONDS = 30.0
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -186,6 +185,7 @@ class Rep:
     z: object
     sq: object
     scale: float  # neighbour rounding unit: TIE_TOLERANCE x the largest inner product
+    constant: bool = False  # the same value for every stimulus (a blank parcel, a dead layer)
 
 
 def prepare(x, device) -> Rep:
@@ -197,8 +197,9 @@ def prepare(x, device) -> Rep:
     del x
     sq = (z * z).sum(1)
     # |<zi, zj>| <= max_i |zi|^2, reached on the diagonal
-    scale = float(sq.max().clamp_min(torch.finfo(torch.float64).tiny)) * TIE_TOLERANCE
-    return Rep(z=z, sq=sq, scale=scale)
+    top = float(sq.max())
+    scale = max(top, float(torch.finfo(torch.float64).tiny)) * TIE_TOLERANCE
+    return Rep(z=z, sq=sq, scale=scale, constant=top == 0.0)
 
 
 @dataclass
@@ -321,7 +322,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     gbuf = torch.empty(b, n, dtype=torch.float64, device=device)
     if plan.k_max:
         st.passes += 1
-        progress = _Progress(st.blocks, "pass 1 (neighbour lists)")
+        progress = Progress(st.blocks, "alignment pass 1 (neighbour lists)", "row blocks")
         cdt = index_dtype(n)
         src_lists = [torch.empty(n, plan.k_max, dtype=cdt, device=device) for _ in src]
         tgt_lists = [torch.empty(n, plan.k_cknna, dtype=cdt, device=device) for _ in tgt] if plan.k_cknna else []
@@ -345,7 +346,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
 
     # ---------------------------------------------------------------- pass 2: every metric
     st.passes += 1
-    progress = _Progress(st.blocks, f"pass {st.passes} (metrics)")
+    progress = Progress(st.blocks, f"alignment pass {st.passes} (metrics)", "row blocks")
     acc = _Accumulators(plan, S, T, n, device)
     cka = _CKA(plan, src + tgt, S, n, b, store, device) if plan.sigmas else None
     clock.lap("exp")
@@ -387,24 +388,16 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     clock.lap("products")
     if stats is not None:
         stats.update(dataclasses.asdict(st))
+    dead_s = [i for i, r in enumerate(src) if r.constant]
+    dead_t = [j for j, r in enumerate(tgt) if r.constant]
+    if dead_s or dead_t:  # no stimulus differs from another there: nothing to align
+        for name in out:
+            out[name] = np.array(out[name], dtype=np.float64)
+            out[name][dead_s, :] = np.nan
+            out[name][:, dead_t] = np.nan
+        log.warning("%d source(s) %s and %d target(s) %s are constant over the stimuli: their scores are NaN",
+                    len(dead_s), dead_s[:5], len(dead_t), dead_t[:5])
     return {s.name: out[s.name] for s in specs}
-
-
-class _Progress:
-    """A log line with percentage and ETA at most every PROGRESS_SECONDS."""
-
-    def __init__(self, total: int, what: str):
-        self.total, self.done, self.what = total, 0, what
-        self.t0 = self.last = time.perf_counter()
-
-    def step(self) -> None:
-        self.done += 1
-        now = time.perf_counter()
-        if now - self.last >= PROGRESS_SECONDS and self.done < self.total:
-            self.last = now
-            eta = (now - self.t0) / self.done * (self.total - self.done)
-            log.info("alignment %s: %d/%d row blocks (%.0f%%), %.0f s elapsed, ETA %.0f s",
-                     self.what, self.done, self.total, 100 * self.done / self.total, now - self.t0, eta)
 
 
 # ----------------------------------------------------------------------------- CKA

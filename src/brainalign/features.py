@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 # Offline by default: weights come from local files or the local Hugging Face cache only.
@@ -26,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from brainalign.io import InputError, atomic_path, h5_loader
+from brainalign.io import InputError, Progress, atomic_path, h5_loader
 from brainalign.models import ModelEntry, hub_cache, weights_path
 
 BLOCK_CONTAINERS = ("blocks", "stages", "features", "layers", "layer", "encoder.layers", "levels")
@@ -156,6 +157,7 @@ def extract_vision(model, images, device: str = "cpu", batch_size: int = 32) -> 
     # same logical (N, C, H, W) tensors, so pooling is unaffected.
     model = model.to(device=device, memory_format=torch.channels_last)
     chunks: list[list] = [[] for _ in blocks]
+    progress = Progress(len(images), "features", "images")
     try:
         with torch.inference_mode(), torch.autocast("cuda", enabled=device.startswith("cuda")):
             for start in range(0, len(images), batch_size):
@@ -166,6 +168,7 @@ def extract_vision(model, images, device: str = "cpu", batch_size: int = 32) -> 
                 model(torch.stack(batch).to(device=device, memory_format=torch.channels_last))
                 for i, c in enumerate(captured):
                     chunks[i].append(c.numpy())
+                progress.step(len(batch))
     finally:
         for h in handles:
             h.remove()
@@ -266,6 +269,7 @@ def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size
 
     takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     chunks: list[list] = []
+    progress = Progress(len(prompts), "features", "prompts")
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(
@@ -280,6 +284,7 @@ def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size
                 chunks = [[] for _ in states]
             for i, h in enumerate(states):
                 chunks[i].append(h[:, -1, :].float().cpu().numpy())
+            progress.step(len(enc["input_ids"]))
     names = ["embeddings"] + [f"layer.{i}" for i in range(1, len(chunks))]
     return names, [np.concatenate(c) for c in chunks]
 
@@ -324,20 +329,50 @@ def feature_loaders(path: Path, expected_ids: np.ndarray | None = None) -> tuple
     return names, [h5_loader(path, f"layers/{i:03d}", np.float32) for i in range(len(names))], meta
 
 
-def load_stimulus_images(stimuli_hdf5: Path, stimulus_ids: np.ndarray) -> np.ndarray:
-    """Images of the given 73KIDs (1-based) from NSD's ``imgBrick``, shape (n, H, W, 3) uint8."""
-    import h5py
+class StimulusImages(Sequence):
+    """The images of ``stimulus_ids`` (73KIDs, 1-based) in NSD's ``imgBrick``, read a batch at a
+    time: ``len()``, and indexing or slicing -> uint8 arrays (n, H, W, 3). All of a subject's
+    images at once would be ~9,000 x 425 x 425 x 3 = 4.9 GB; a batch of 32 is 17 MB."""
 
-    ids = np.asarray(stimulus_ids, dtype=np.int64) - 1
-    order = np.argsort(ids)
-    with h5py.File(stimuli_hdf5, "r") as f:
-        brick = f["imgBrick"]
-        if ids.max() >= brick.shape[0] or ids.min() < 0:
-            raise InputError(f"{stimuli_hdf5}: 73KID out of range 1..{brick.shape[0]}")
-        sorted_imgs = brick[ids[order]] if len(np.unique(ids)) == len(ids) else np.stack([brick[i] for i in ids[order]])
-    out = np.empty_like(sorted_imgs)
-    out[order] = sorted_imgs
-    return out
+    def __init__(self, stimuli_hdf5: str | Path, stimulus_ids):
+        import h5py
+
+        self.path = Path(stimuli_hdf5)
+        self.ids = np.asarray(stimulus_ids, dtype=np.int64) - 1
+        try:
+            with h5py.File(self.path, "r") as f:
+                if "imgBrick" not in f:
+                    raise InputError(f"{self.path}: no dataset 'imgBrick' (not NSD's nsd_stimuli.hdf5)")
+                shape = f["imgBrick"].shape
+        except OSError as exc:
+            raise InputError(f"{self.path}: not a readable HDF5 file ({exc}); download nsd_stimuli.hdf5 again") from None
+        if len(shape) != 4 or shape[-1] != 3:
+            raise InputError(f"{self.path}: imgBrick has shape {shape}, expected (73000, H, W, 3) RGB images")
+        if len(self.ids) and (self.ids.max() >= shape[0] or self.ids.min() < 0):
+            raise InputError(f"{self.path}: 73KID out of range 1..{shape[0]}")
+        self.shape = (len(self.ids), *shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _read(self, ids: np.ndarray) -> np.ndarray:
+        import h5py
+
+        uniq, inverse = np.unique(ids, return_inverse=True)  # h5py reads increasing, distinct indices
+        with h5py.File(self.path, "r") as f:
+            block = f["imgBrick"][uniq] if len(uniq) else np.empty((0, *self.shape[1:]), np.uint8)
+        return block[inverse]
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._read(self.ids[key])
+        return self._read(self.ids[[key]])[0]
+
+
+def load_stimulus_images(stimuli_hdf5: Path, stimulus_ids: np.ndarray) -> np.ndarray:
+    """Images of the given 73KIDs (1-based) from NSD's ``imgBrick``, shape (n, H, W, 3) uint8, all
+    at once (the features job streams them instead: :class:`StimulusImages`)."""
+    return StimulusImages(stimuli_hdf5, stimulus_ids)[:]
 
 
 class LoadedModel:
@@ -355,7 +390,7 @@ class LoadedModel:
                 batch_size: int = 32) -> tuple[list[str], list[np.ndarray], dict]:
         """Every layer for one stimulus set (columns ``nsd_id``, ``caption``)."""
         if self.entry.modality == "vision":
-            images = load_stimulus_images(stimuli_hdf5, stimuli["nsd_id"].to_numpy())
+            images = StimulusImages(stimuli_hdf5, stimuli["nsd_id"].to_numpy())
             names, layers = extract_vision(self.model, images, self.device, batch_size)
         else:
             names, layers = extract_language(self.tokenizer, self.model, stimuli["caption"].tolist(),

@@ -35,10 +35,18 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.is_file():  # mkstemp makes 0600; a finished output gets the usual umask mode
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -108,3 +116,23 @@ def release_memory() -> None:
 
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
+class Progress:
+    """One log line with count, percentage, elapsed time and ETA at most every ``seconds``:
+    ``Progress(n, "features vit_b16", "images")``, then ``step(k)`` after each k items."""
+
+    def __init__(self, total: int, what: str, unit: str, seconds: float = 30.0):
+        import logging
+        import time
+
+        self.total, self.done, self.what, self.unit, self.seconds = total, 0, what, unit, seconds
+        self._clock, self._log = time.perf_counter, logging.getLogger("brainalign")
+        self.t0 = self.last = self._clock()
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = self._clock()
+        if now - self.last >= self.seconds and self.done < self.total:
+            self.last = now
+            eta = (now - self.t0) / self.done * (self.total - self.done)
+            self._log.info("%s: %d/%d %s (%.0f%%), %.0f s elapsed, ETA %.0f s", self.what, self.done, self.total,
+                           self.unit, 100 * self.done / self.total, now - self.t0, eta)

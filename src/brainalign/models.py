@@ -16,6 +16,7 @@ Adding a model is adding one entry.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +74,20 @@ def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
     known = set(ModelEntry.__dataclass_fields__) - {"name", "extra"}
     out = {}
     for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: model {name!r} must be a mapping of keys (modality, source, architecture, ...)")
         entry = dict(entry)
         if entry.get("modality") not in MODALITIES:
             raise InputError(f"{path}: model {name!r} needs 'modality' in {list(MODALITIES)}")
+        unknown = sorted(set(entry) - known - EXTRA_KEYS)
+        if unknown:
+            near = {k: difflib.get_close_matches(k, sorted(known | EXTRA_KEYS), 1) for k in unknown}
+            hint = ", ".join(f"{k!r}" + (f" (did you mean {m[0]!r}?)" if m else "") for k, m in near.items())
+            raise InputError(f"{path}: model {name!r}: unknown key {hint}; known keys: "
+                             f"{', '.join(sorted(known))} and {', '.join(sorted(EXTRA_KEYS))}")
+        if "weights" not in entry and "checkpoints" not in entry:
+            raise InputError(f"{path}: model {name!r} needs 'weights' (a file, timm-hub, hf-hub, package:NAME, or "
+                             "random for an untrained copy)")
         if "checkpoints" in entry:  # a training run: one model per checkpoint file
             out.update(checkpoint_entries(str(name), entry, path))
             continue
@@ -83,6 +95,11 @@ def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
         out[str(name)] = ModelEntry(name=str(name), extra=extra, **entry)
     return out
 
+
+#: Registry keys beyond ModelEntry's fields (kept in ``ModelEntry.extra``); any other key is a typo.
+EXTRA_KEYS = {"family", "params", "params_source", "arch", "arch_source", "img_size", "in_paper", "in_chatbot_arena",
+              "chance_benchmarks", "num_classes", "input_size", "size", "revision", "step", "tokens", "train",
+              "run", "epoch", "epochs", "checkpoints", "summary"}
 
 CHECKPOINT_EPOCH = re.compile(r"(?:checkpoint|epoch)[-_]?(\d+)\.(?:pth\.tar|pth|pt|safetensors)$")
 

@@ -8,6 +8,7 @@ laid out as NSD ships them. Ids follow NSD's conventions: ``73KID`` is the
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +18,29 @@ import pandas as pd
 
 from brainalign.io import InputError, atomic_path, h5_loader, require_file
 
+log = logging.getLogger("brainalign")
+
 SPLITS = ("paper", "shared1000", "all")
 FIX_ROOT = "set nsd_root to a directory in the NSD release layout"
+#: Where the nsd_access package (and this project) expects COCO's caption files, under the NSD root.
+COCO_DIR = "nsddata_stimuli/stimuli/nsd/annotations"
+FIX_COCO = ("COCO captions are not part of the NSD release: download annotations_trainval2017.zip from "
+            "https://cocodataset.org/#download and unpack captions_train2017.json and captions_val2017.json "
+            "there, or set config key 'coco_annotations' to their folder")
 
 
 @dataclass(frozen=True)
 class NSDLayout:
-    """Where NSD keeps each file, relative to the release root ``root``."""
+    """Where NSD keeps each file, relative to the release root ``root``; COCO's caption files are
+    under ``coco_annotations`` (default: the nsd_access location ``{root}/nsddata_stimuli/stimuli/nsd/annotations``)."""
 
     root: Path
+    coco_annotations: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+        coco = self.coco_annotations
+        object.__setattr__(self, "coco_annotations", self.root / COCO_DIR if coco is None else Path(coco))
 
     @property
     def expdesign(self) -> Path:
@@ -43,7 +55,7 @@ class NSDLayout:
         return self.root / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
 
     def captions(self, coco_split: str) -> Path:
-        return self.root / f"nsddata_stimuli/stimuli/nsd/annotations/captions_{coco_split}.json"
+        return self.coco_annotations / f"captions_{coco_split}.json"
 
     @property
     def parcel_table(self) -> Path:
@@ -65,15 +77,11 @@ class NSDLayout:
     def betas(self, subject: str, session: int, ext: str = "nii.gz") -> Path:
         return self.betas_dir(subject) / f"betas_session{session:02d}.{ext}"
 
-    def subject_inputs(self, subject: str) -> list[Path]:
-        """The fixed files one subject's ingest needs (betas are found per session)."""
-        return [
-            self.expdesign,
-            self.stim_info,
-            self.parcel_table,
-            self.responses(subject),
-            self.parcel_volume(subject),
-        ]
+    def subject_inputs(self, subject: str, label_table: bool = True) -> list[Path]:
+        """The fixed files one subject's ingest needs (betas are found per session); the label
+        table only with ``label_table`` (without it ingest uses the package's copy)."""
+        files = [self.expdesign, self.stim_info, self.responses(subject), self.parcel_volume(subject)]
+        return files + [self.parcel_table] if label_table else files
 
     def stimulus_inputs(self, subject: str) -> list[Path]:
         """The files that define one subject's stimuli and captions."""
@@ -130,6 +138,17 @@ def read_parcel_table(path: Path) -> pd.DataFrame:
     return table[table["index"] > 0].reset_index(drop=True)
 
 
+def parcel_table(layout: NSDLayout) -> pd.DataFrame:
+    """NSD's HCP-MMP1 label table, or, when the release has no FreeSurfer folder, the same 180
+    parcels shipped with the package (``brainalign/resources/hcp_mmp1.csv``, NSD's ids and names)."""
+    if layout.parcel_table.is_file():
+        return read_parcel_table(layout.parcel_table)
+    from brainalign.resources import hcp_parcels
+
+    log.warning("%s not found (no FreeSurfer folder): HCP-MMP1 names from the package's table", layout.parcel_table)
+    return hcp_parcels()[["index", "name"]].copy()
+
+
 def resolve_rois(requested: str | list[str], table: pd.DataFrame) -> list[str]:
     """Parcel names to use: ``'all'`` means every parcel of the label table, in atlas order."""
     names = table["name"].tolist()
@@ -168,16 +187,36 @@ def select_stimuli(trials: pd.DataFrame, sharedix: np.ndarray, split: str) -> np
     return order
 
 
-def present_sessions(layout: NSDLayout, subject: str, trials: pd.DataFrame) -> list[int]:
-    """Sessions listed by responses.tsv whose betas file is on disk."""
+def wanted_sessions(listed: list[int], sessions=None) -> list[int]:
+    """The sessions of ``listed`` that config key ``sessions`` selects: ``None`` or ``'all'``, a list
+    of session numbers, or ``{'max': N}`` (sessions 1..N: the paper used 1-37)."""
+    if sessions is None or sessions == "all":
+        return listed
+    if isinstance(sessions, dict):
+        top = sessions.get("max")
+        if set(sessions) != {"max"} or not isinstance(top, int) or top < 1:
+            raise InputError(f"config key 'sessions': {sessions!r}; use all, a list of session numbers, or {{max: 37}}")
+        return [s for s in listed if s <= top]
+    if not isinstance(sessions, (list, tuple)) or not all(isinstance(s, int) and s >= 1 for s in sessions):
+        raise InputError(f"config key 'sessions': {sessions!r}; use all, a list of session numbers, or {{max: 37}}")
+    return [s for s in listed if s in set(sessions)]
+
+
+def present_sessions(layout: NSDLayout, subject: str, trials: pd.DataFrame, sessions=None) -> list[int]:
+    """Sessions listed by responses.tsv, selected by ``sessions`` (see :func:`wanted_sessions`),
+    whose betas file is on disk."""
     listed = sorted(int(s) for s in trials["SESSION"].unique())
+    wanted = wanted_sessions(listed, sessions)
+    if not wanted:
+        raise InputError(f"config key 'sessions': {sessions!r} selects none of {subject}'s sessions "
+                         f"{listed[0]}..{listed[-1]} in {layout.responses(subject)}")
     present = [
-        s for s in listed
+        s for s in wanted
         if layout.betas(subject, s).is_file() or layout.betas(subject, s, "hdf5").is_file()
     ]
     if not present:
         raise InputError(
-            f"no betas found for {subject}: expected e.g. {layout.betas(subject, listed[0])} "
+            f"no betas found for {subject}: expected e.g. {layout.betas(subject, wanted[0])} "
             f"(download NSD's betas_fithrf_GLMdenoise_RR sessions, .nii.gz or .hdf5)"
         )
     return present
@@ -193,16 +232,42 @@ def read_session_betas(layout: NSDLayout, subject: str, session: int, voxels: np
     if nii.is_file():
         import nibabel as nib
 
-        data = np.asanyarray(nib.load(nii).dataobj)  # (X, Y, Z, trials) int16
+        try:
+            data = np.asanyarray(nib.load(nii).dataobj)  # (X, Y, Z, trials) int16
+        except Exception as exc:  # noqa: BLE001 - gzip, nibabel and zlib raise several types
+            raise InputError(f"{nii}: unreadable ({type(exc).__name__}: {exc}); download this session again") from None
         flat = data.reshape(-1, data.shape[-1])
         out = flat[voxels].T
     else:
-        import h5py
-
-        with h5py.File(layout.betas(subject, session, "hdf5"), "r") as f:
-            data = f["betas"][()]  # (trials, Z, Y, X)
-        out = data.transpose(0, 3, 2, 1).reshape(data.shape[0], -1)[:, voxels]
+        out = _read_hdf5_voxels(layout.betas(subject, session, "hdf5"), voxels)
     return out.astype(np.float32) / 300.0
+
+
+def _read_hdf5_voxels(path: Path, voxels: np.ndarray) -> np.ndarray:
+    """NSD's ``.hdf5`` betas (dataset ``betas``, (trials, Z, Y, X), stored in per-voxel chunks) at
+    ``voxels`` (flat (X, Y, Z) indices), shape (trials, n_voxels): only the bounding box of the
+    voxels is read, a z-slab at a time, so a few parcels touch few chunks."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: unreadable HDF5 ({exc}); download this session again") from None
+    with f:
+        if "betas" not in f or f["betas"].ndim != 4:
+            raise InputError(f"{path}: needs a dataset 'betas' of shape (trials, Z, Y, X) (NSD's betas_sessionNN.hdf5)")
+        dset = f["betas"]
+        n_trials, nz, ny, nx = dset.shape
+        if voxels.size and voxels.max() >= nx * ny * nz:
+            raise InputError(f"{path}: betas volume {(nx, ny, nz)} is smaller than the subject's HCP_MMP1.nii.gz")
+        x, y, z = np.unravel_index(voxels, (nx, ny, nz))
+        out = np.empty((n_trials, voxels.size), dtype=dset.dtype)
+        y0, y1, x0, x1 = y.min(), y.max() + 1, x.min(), x.max() + 1
+        for zz in np.unique(z):
+            sel = np.flatnonzero(z == zz)
+            slab = dset[:, int(zz), y0:y1, x0:x1]  # (trials, dy, dx)
+            out[:, sel] = slab[:, y[sel] - y0, x[sel] - x0]
+    return out
 
 
 def parcel_voxels(volume: np.ndarray, table: pd.DataFrame, rois: list[str]) -> dict[str, np.ndarray]:
@@ -224,13 +289,15 @@ def load_roi_responses(
     rois: str | list[str],
     split: str,
     zscore_sessions: bool = False,
+    sessions=None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per-image ROI responses of one subject, averaged over repeats.
 
     Returns ``(stimulus_ids, {roi: array of shape (n_stimuli, n_voxels)})`` with
     stimulus ids (73KID) in order of first occurrence among the trials of the
     sessions present on disk. ``zscore_sessions`` z-scores each voxel within each
-    session first (NSD's advice; the reference does not).
+    session first (NSD's advice; the reference does not). ``sessions`` selects sessions
+    (:func:`wanted_sessions`; the paper used 1-37).
 
     Peak memory ~ 4 bytes x n_stimuli x n_roi_voxels (running sums) plus one session.
     """
@@ -238,7 +305,7 @@ def load_roi_responses(
 
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
-    table = read_parcel_table(layout.parcel_table)
+    table = parcel_table(layout)
     roi_names = resolve_rois(rois, table)
     volume = np.asanyarray(nib.load(_require(layout.parcel_volume(subject), "HCP-MMP1 volume")).dataobj)
     volume = np.round(volume).astype(np.int64)
@@ -248,14 +315,14 @@ def load_roi_responses(
     voxels_by_roi = parcel_voxels(volume, table, roi_names)
     all_voxels = np.concatenate(list(voxels_by_roi.values()))
 
-    sessions = present_sessions(layout, subject, trials)
+    sessions = present_sessions(layout, subject, trials, sessions)
     trials = trials[trials["SESSION"].isin(sessions)]
     stim_ids = select_stimuli(trials, exp["sharedix"], split)
     if stim_ids.size == 0:
         raise InputError(f"{subject}: split {split!r} selects no stimuli from the sessions on disk")
     row_of = {int(s): i for i, s in enumerate(stim_ids)}
 
-    sums = np.zeros((stim_ids.size, all_voxels.size), dtype=np.float64)
+    sums = np.zeros((stim_ids.size, all_voxels.size), dtype=np.float32)  # betas are int16 / 300
     counts = np.zeros(stim_ids.size, dtype=np.int64)
     for session in sessions:
         sess_trials = trials[trials["SESSION"] == session]
@@ -271,7 +338,8 @@ def load_roi_responses(
         keep = rows >= 0
         np.add.at(sums, rows[keep], betas[keep])
         np.add.at(counts, rows[keep], 1)
-    means = (sums / counts[:, None]).astype(np.float32)
+    sums /= counts[:, None]
+    means = sums
 
     out, start = {}, 0
     for roi, vox in voxels_by_roi.items():
@@ -290,7 +358,7 @@ def read_captions(layout: NSDLayout, stim_ids: np.ndarray) -> pd.DataFrame:
     rows = info.loc[stim_ids, ["cocoId", "cocoSplit"]]
     first: dict[int, str] = {}
     for split in sorted(rows["cocoSplit"].unique()):
-        anns = json.loads(_require(layout.captions(split), "COCO captions").read_text())
+        anns = json.loads(require_file(layout.captions(split), "COCO captions", FIX_COCO).read_text())
         for ann in anns["annotations"]:
             first.setdefault(int(ann["image_id"]), ann["caption"].strip())
     captions = [first.get(int(c)) for c in rows["cocoId"]]
@@ -302,15 +370,15 @@ def read_captions(layout: NSDLayout, stim_ids: np.ndarray) -> pd.DataFrame:
     )
 
 
-def subject_stimuli(layout: NSDLayout, subject: str, split: str) -> pd.DataFrame:
+def subject_stimuli(layout: NSDLayout, subject: str, split: str, sessions=None) -> pd.DataFrame:
     """One subject's stimuli for ``split`` (73KID order of first occurrence) with captions.
 
-    Uses the sessions listed in responses.tsv whose betas are on disk, so the
-    stimuli match what :func:`load_roi_responses` returns.
+    Uses the sessions listed in responses.tsv (selected by ``sessions``) whose betas are on
+    disk, so the stimuli match what :func:`load_roi_responses` returns.
     """
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
-    trials = trials[trials["SESSION"].isin(present_sessions(layout, subject, trials))]
+    trials = trials[trials["SESSION"].isin(present_sessions(layout, subject, trials, sessions))]
     return read_captions(layout, select_stimuli(trials, exp["sharedix"], split))
 
 

@@ -54,18 +54,20 @@ def mini_nsd_outputs(root: str) -> list[str]:
     return [str(f) for f in files]
 
 
-def write_stimuli(nsd_root: Path, subject: str, split: str, out: Path) -> None:
+def write_stimuli(nsd_root: Path, subject: str, split: str, out: Path, sessions=None,
+                  coco_annotations: Path | None = None) -> None:
     """One subject's stimuli (73KID ``nsd_id``, ``coco_id``, first ``caption``) as CSV."""
     from brainalign.nsd import subject_stimuli
 
-    write_csv(subject_stimuli(NSDLayout(nsd_root), subject, split), out)
+    write_csv(subject_stimuli(NSDLayout(nsd_root, coco_annotations), subject, split, sessions), out)
 
 
-def ingest(nsd_root: Path, subject: str, split: str, rois, zscore_sessions: bool, out: Path) -> None:
+def ingest(nsd_root: Path, subject: str, split: str, rois, zscore_sessions: bool, out: Path,
+           sessions=None) -> None:
     """One subject's per-ROI responses, averaged over repeats, to HDF5."""
     from brainalign.nsd import load_roi_responses, write_brain
 
-    ids, responses = load_roi_responses(NSDLayout(nsd_root), subject, rois, split, zscore_sessions)
+    ids, responses = load_roi_responses(NSDLayout(nsd_root), subject, rois, split, zscore_sessions, sessions)
     log.info("%s: %d stimuli, %d ROIs", subject, len(ids), len(responses))
     write_brain(Path(out), subject, split, ids, responses)
 
@@ -84,6 +86,10 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
     for csv, out in zip(stimuli_csvs, outs, strict=True):
         stimuli = pd.read_csv(csv)
         names, layers, meta = loaded.extract(stimuli, Path(images_hdf5), batch_size)
+        bad = [n for n, x in zip(names, layers, strict=True) if not np.isfinite(x).all()]
+        if bad:
+            raise InputError(f"{model}: layers {bad[:3]} ({len(bad)} of {len(names)}) give NaN or inf features for "
+                             f"{csv} (fp16 overflow on the GPU? set device: cpu for this model, or check its weights)")
         log.info("%s on %s: %d stimuli, %d layers, dims %s", model, csv, len(stimuli), len(layers),
                  [x.shape[1] for x in layers])
         write_features(Path(out), model, stimuli["nsd_id"].to_numpy(), names, layers, meta)
@@ -99,7 +105,14 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     # loaders, not arrays: the engine reads each layer and ROI once, z-scores it and drops the raw copy
     ids, rois = brain_loaders(Path(brain_h5))
     _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
-    mats = score_matrices(layers, list(rois.values()), metrics, resolve_device(device))
+    try:
+        mats = score_matrices(layers, list(rois.values()), metrics, resolve_device(device))
+    except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
+        raise InputError(f"{model} on {brain_h5}: {exc} (config key 'metrics')") from None
+    nan = int(sum(np.isnan(m).sum() for m in mats.values()))
+    if nan:
+        log.warning("%s on %s: %d of %d measurements are NaN (a constant layer or parcel); they stay NaN in the "
+                    "table and every statistic leaves them out", model, subject, nan, sum(m.size for m in mats.values()))
     frames = []
     for metric, mat in mats.items():
         frames.append(pd.DataFrame({
@@ -150,11 +163,32 @@ def _table_schema(bench: dict) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _check_job_file(path, df: pd.DataFrame, expect: tuple | None) -> tuple:
+    """The row invariant of one alignment job's file: one model and subject, layers x ROIs x metrics
+    rows with no key twice, and the same ROIs and metrics as the first file. Returns (ROIs, metrics)."""
+    if df.empty:
+        raise InputError(f"{path}: no rows (delete it and rerun its align job)")
+    for col in ("src_model", "tgt_model"):
+        if df[col].nunique() != 1:
+            raise InputError(f"{path}: {df[col].nunique()} values in {col!r}, expected one (delete it and rerun)")
+    rois, metrics = tuple(sorted(df["tgt_feature"].unique())), tuple(sorted(df["metric"].unique()))
+    n_layers = int(df["n_layers"].iloc[0])
+    want = n_layers * len(rois) * len(metrics)
+    if len(df) != want or df.duplicated(["src_feature", "tgt_feature", "metric"]).any():
+        raise InputError(f"{path}: {len(df)} rows, expected {n_layers} layers x {len(rois)} ROIs x {len(metrics)} "
+                         f"metrics = {want} with no key twice (delete it and rerun its align job)")
+    if expect is not None and (rois, metrics) != expect:
+        raise InputError(f"{path}: its ROIs or metrics differ from the other alignment files' (delete it and rerun)")
+    return rois, metrics
+
+
 def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> None:
     """One modality's table: the paper's columns, then the benchmark columns.
 
     Streams: one alignment file at a time becomes one row group of the output (strings
     dictionary-encoded), so memory stays at one (subject, model) job's rows whatever the table's size.
+    Each file is checked first (:func:`_check_job_file`), so the table has subjects x layers x ROIs x
+    metrics rows per model and no key twice; the first file that breaks this is named.
     """
     import pyarrow.parquet as pq
 
@@ -164,11 +198,12 @@ def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> Non
         raise InputError(f"{out}: no alignment results to aggregate (the config lists no models of this modality)")
     reg = load_registry(registry)
     yeo = dict(zip(hcp_parcels()["name"], hcp_parcels()["yeo7"], strict=True))
-    writer, schema, rows = None, None, 0
+    writer, schema, rows, expect = None, None, 0, None
     with atomic_path(out) as tmp:
         try:
             for i, f in enumerate(alignment_files):
                 df = pd.read_parquet(f)
+                expect = _check_job_file(f, df, expect)
                 model = df["src_model"].iloc[0]
                 df["yeo7"] = df["tgt_feature"].map(yeo)
                 df["relative_src_feature"] = np.floor(df["src_feature"] / df["n_layers"] * 8).astype(np.int64)

@@ -1,5 +1,6 @@
 # Paths and target lists: the one place that knows where outputs live.
 import os
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -14,7 +15,12 @@ DEFAULT_MINI_NSD = "results/mini_nsd"
 TABLES_FROM = config.get("tables_from")
 RESULTS = config.get("results", "results/from_tables" if TABLES_FROM else "results")
 NSD_ROOT = config["nsd_root"]
-LAYOUT = NSDLayout(NSD_ROOT)
+LAYOUT = NSDLayout(NSD_ROOT, config.get("coco_annotations"))
+IS_DEFAULT_MINI = os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD)
+SESSIONS = config.get("sessions", "all")  # all | [1, 2, ...] | {max: 37} (the paper's sessions)
+# NSD's FreeSurfer folder is optional: without it ingest takes the package's HCP-MMP1 names and
+# the brain maps (which need the fsaverage annotation) are left out
+HAS_LABEL_TABLE = IS_DEFAULT_MINI or os.path.exists(LAYOUT.parcel_table)
 SPLIT = config["split"]
 SUBJECTS = list(config["subjects"])
 REGISTRY_FILE = config.get("model_registry", "config/models.yaml")  # one file or a list
@@ -41,11 +47,28 @@ def _fail(msg):
     raise WorkflowError(msg)
 
 
+_WARNED = set()
+
+
+def _warn(msg):
+    """One warning line at DAG build (each message once per Snakemake start)."""
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        print(f"brainalign: warning: {msg}", file=sys.stderr)
+
+
 try:
-    if os.path.normpath(NSD_ROOT) != os.path.normpath(DEFAULT_MINI_NSD) and not os.path.isdir(NSD_ROOT):
+    if not IS_DEFAULT_MINI and not os.path.isdir(NSD_ROOT):
         raise InputError(f"config key 'nsd_root': {NSD_ROOT} is not a directory (point it at an NSD release)")
     REGISTRY = load_registry(REGISTRY_FILE)
     MODELS = {mod: select_models(REGISTRY, config[f"{mod}_models"], mod) for mod in ("vision", "language")}
+    # models the workflow trains on the mini-NSD's own images run only on a mini-NSD release
+    _mini_release = IS_DEFAULT_MINI or os.path.exists(os.path.join(NSD_ROOT, "ground_truth.json"))
+    _mini_only = [m for mod in MODELS for m in MODELS[mod] if REGISTRY[m].extra.get("train") == "mini_nsd"]
+    if _mini_only and not _mini_release and not config.get("tables_from"):
+        MODELS = {mod: [m for m in names if m not in _mini_only] for mod, names in MODELS.items()}
+        _warn(f"models {_mini_only[0]} .. ({len(_mini_only)}) are trained on the mini-NSD's images and cannot run on "
+              f"nsd_root={NSD_ROOT}: left out (remove them from vision_models to silence this)")
     METRICS = [s.name for s in resolve_metrics(config["metrics"])]
 except (InputError, ValueError) as exc:
     _fail(str(exc))
@@ -285,9 +308,12 @@ def brain_map_files():
     have no surface of their own)."""
     kinds = []
     if SCORES_FROM == "paper" or TABLES_FROM:  # a real NSD's atlas: the mini-NSD's 12 parcels cannot show 180
-        real = os.path.normpath(NSD_ROOT) != os.path.normpath(DEFAULT_MINI_NSD)
-        if not real or not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
+        if IS_DEFAULT_MINI or not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
             return []
+    elif not IS_DEFAULT_MINI and not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
+        _warn(f"brain maps left out: {LAYOUT.fsaverage_labels('lh')} not found (download NSD's "
+              "nsddata/freesurfer/fsaverage/label/ to draw them)")
+        return []
     if SCORES_FROM == "paper":
         mods, kinds = ["vision", "language"], ["change"]
     else:

@@ -2,7 +2,7 @@
 from brainalign.pipeline import mini_nsd_outputs
 
 
-if os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD):
+if IS_DEFAULT_MINI:
 
     rule mini_nsd:
         output:
@@ -32,6 +32,8 @@ rule stimuli:
         f"{RESULTS}/stimuli/{{split}}/{{subject}}.csv",
     params:
         nsd_root=NSD_ROOT,
+        sessions=SESSIONS,
+        coco_annotations=str(LAYOUT.coco_annotations),
     log:
         f"{RESULTS}/logs/stimuli/{{split}}/{{subject}}.log",
     benchmark:
@@ -44,11 +46,12 @@ rule stimuli:
 
 rule ingest:
     input:
-        lambda w: [str(p) for p in LAYOUT.subject_inputs(w.subject)],
+        lambda w: [str(p) for p in LAYOUT.subject_inputs(w.subject, HAS_LABEL_TABLE)],
     output:
         f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
     params:
         nsd_root=NSD_ROOT,
+        sessions=SESSIONS,
         rois=config["rois"],
         zscore_sessions=config.get("zscore_sessions", False),
     log:
