@@ -47,7 +47,14 @@ def job_counts(output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
-    """One complete run of the default workflow (mini-NSD, 2 cores)."""
+    """One complete run of the default workflow (mini-NSD, 2 cores). ``BRAINALIGN_DEMO_RUN=DIR`` reuses
+    a finished run in DIR (the edit loop; tests copy it before changing anything)."""
+    reuse = os.environ.get("BRAINALIGN_DEMO_RUN")
+    if reuse:
+        work = Path(reuse)
+        if not (work / "results/tables/vision_all.parquet").is_file():
+            raise pytest.UsageError(f"BRAINALIGN_DEMO_RUN={reuse}: not a finished demo run (no results/tables)")
+        return work
     work = copy_workflow(tmp_path_factory.mktemp("demo"))
     snakemake(work, "--cores", "2")
     return work

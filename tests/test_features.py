@@ -8,6 +8,7 @@ GPT-NeoX. Everything runs offline on CPU.
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -474,6 +475,41 @@ def test_missing_weights_path_names_model():
                       architecture="/nonexistent/arch", weights="/nonexistent/lm")
     with pytest.raises(InputError, match="my_missing_lm"):
         build_language_model(lang)
+
+
+def test_corrupt_or_foreign_weights_fail_naming_the_file(tmp_path, registry):
+    """A truncated weights file, or weights of another architecture, is one line naming the file
+    (never a model silently left at random init)."""
+    import timm
+    import torch
+
+    good = weights_path(registry["tf_efficientnet_lite0"])
+    truncated = tmp_path / "lite0.pth"
+    truncated.write_bytes(good.read_bytes()[: 1 << 16])
+    foreign = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), foreign)
+    for path, named in [(truncated, r"unreadable \(\w+\); the file is corrupt or truncated"),
+                        (foreign, "another architecture than 'tf_efficientnet_lite0'")]:
+        entry = ModelEntry(name="mine", modality="vision", source="timm",
+                           architecture="tf_efficientnet_lite0", weights=str(path))
+        with pytest.raises(InputError, match=f"{path}: .*{named}") as exc:
+            build_vision_model(entry)
+        assert "\n" not in str(exc.value)
+
+    lm = weights_path(registry["all-MiniLM-L6-v2"])
+    bad = tmp_path / "lm"
+    shutil.copytree(lm, bad)
+    (bad / "model.safetensors").write_bytes((lm / "model.safetensors").read_bytes()[:4096])
+    entry = ModelEntry(name="my_lm", modality="language", source="transformers", architecture=str(bad),
+                       weights=str(bad))
+    with pytest.raises(InputError, match=f"{bad}: weights of model 'my_lm' do not load"):
+        build_language_model(entry)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(lm / "model.safetensors")
+    save_file({k: v for k, v in state.items() if ".layer.5." not in k}, bad / "model.safetensors")
+    with pytest.raises(InputError, match=r"lack 16 tensors of the architecture \(e\.g\. .*layer\.5\."):
+        build_language_model(entry)
 
 
 def test_hub_weights_missing_from_the_local_cache_name_model_and_cache(tmp_path, monkeypatch):

@@ -45,3 +45,13 @@ def test_progress_logs_count_percent_and_eta_at_most_every_interval(caplog):
     for _ in range(10):
         quiet.step()
     assert not caplog.records
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write_of_that_output(tmp_path):
+    out = tmp_path / "x.csv"
+    left = tmp_path / ".x.csv.ab12cd.tmp"  # what a SIGKILLed atomic write leaves
+    left.write_text("half")
+    other = tmp_path / ".y.csv.ab12cd.tmp"  # another output's: not this job's to remove
+    other.write_text("half")
+    write_csv(pd.DataFrame({"a": [1]}), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".y.csv.ab12cd.tmp", "x.csv"]

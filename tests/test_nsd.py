@@ -216,6 +216,14 @@ def test_hdf5_reads_only_the_parcels_box_and_equals_the_volume(release):
         np.testing.assert_array_equal(_read_hdf5_voxels(path, voxels), want)
 
 
+def rewrite_betas(layout: NSDLayout, session: int, change) -> None:
+    """Replace one session's betas by ``change(betas)`` (float32 when the change makes NaN)."""
+    path = layout.betas("subj01", session)
+    data = change(np.asanyarray(nib.load(path).dataobj).astype(np.float32))
+    dtype = np.int16 if np.isfinite(data).all() else np.float32
+    nib.save(nib.Nifti1Image(data.astype(dtype), np.eye(4)), path)
+
+
 @pytest.mark.parametrize(("break_it", "named"), [
     (lambda r: r.betas("subj01", 1).write_bytes(r.betas("subj01", 1).read_bytes()[:60]),
      "betas_session01.nii.gz: unreadable"),
@@ -224,6 +232,12 @@ def test_hdf5_reads_only_the_parcels_box_and_equals_the_volume(release):
     (lambda r: pd.read_csv(r.responses("subj01"), sep="\t").drop(columns="73KID").to_csv(
         r.responses("subj01"), sep="\t", index=False), "responses.tsv: columns ['73KID'] missing"),
     (lambda r: r.parcel_table.write_text("0 Unknown\n1 V1\n2 MST\n4 V2\n7 V7\n"), "parcel 'V7' has no voxels"),
+    (lambda r: pd.read_csv(r.responses("subj01"), sep="\t").replace({"73KID": {4: 73001}}).to_csv(
+        r.responses("subj01"), sep="\t", index=False), "responses.tsv: 73KID 73001 (row 4) is outside 1..73000"),
+    (lambda r: rewrite_betas(r, 2, lambda d: np.where(LABELS[..., None] == 4, np.nan, d)),
+     "betas_session02.nii.gz: NaN or inf betas at 5 voxels (first in parcel 'V2')"),
+    (lambda r: [rewrite_betas(r, s, lambda d: np.where(LABELS[..., None] == 1, 0, d)) for s in SESSIONS],
+     "HCP_MMP1.nii.gz: parcel 'V1' (4 voxels) has zero betas in every session"),
 ])
 def test_a_bad_release_file_fails_with_one_line_naming_it(release, break_it, named):
     break_it(release)

@@ -566,7 +566,7 @@ class _TargetBlock:
         """Stack the per-target pieces: (b, T * k) index matrices for one gather per source."""
         import torch
 
-        b, T = self.b, self.T
+        b = self.b
         if self.plan.mutual or self.plan.cycle:
             self.flat = torch.stack(self.lists, 1).reshape(b, -1)
             self.lists = None

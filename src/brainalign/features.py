@@ -70,10 +70,33 @@ def build_vision_model(entry: ModelEntry):
         model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size), "crop_pct": 1.0}
     path = weights_path(entry)
     if path is not None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_state(path, entry.name)
         state = state.get("state_dict_ema", state.get("state_dict", state))
-        model.load_state_dict(_match_state_dict(state, model.state_dict(), entry.name))
+        try:
+            model.load_state_dict(_match_state_dict(state, model.state_dict(), entry.name))
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}; these weights are for another architecture than "
+                             f"{entry.architecture!r}: fix the registry's architecture or weights") from None
     return model.eval()
+
+
+def _load_state(path: Path, name: str) -> dict:
+    """A PyTorch state dict from ``path``; a corrupt or truncated file is an error naming it."""
+    import torch
+
+    try:
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - zipfile, pickle and safetensors raise several types
+        raise InputError(f"{path}: weights of model {name!r} unreadable ({type(exc).__name__}); "
+                         "the file is corrupt or truncated: download it again") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: weights of model {name!r} are a {type(state).__name__}, not a state dict")
+    return state
 
 
 def _match_state_dict(state: dict, target: dict, name: str) -> dict:
@@ -214,7 +237,16 @@ def build_language_model(entry: ModelEntry):
         torch.manual_seed(entry.seed)
         model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True))
     else:
-        model = AutoModel.from_pretrained(source, local_files_only=True)
+        try:
+            model, info = AutoModel.from_pretrained(source, local_files_only=True, output_loading_info=True)
+        except Exception as exc:  # noqa: BLE001 - a corrupt file or tensors of another shape, many types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{source}: weights of model {entry.name!r} do not load ({first[:200]}); "
+                             "download them again or fix the registry's weights") from None
+        absent = sorted(info.get("missing_keys", ())) + sorted(info.get("mismatched_keys", ()))
+        if absent:  # transformers would initialise these at random with a warning only
+            raise InputError(f"{source}: weights of model {entry.name!r} lack {len(absent)} tensors of the "
+                             f"architecture (e.g. {absent[0]}): they are for another model; fix the registry")
     return tokenizer, model.eval()
 
 

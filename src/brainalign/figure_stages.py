@@ -232,6 +232,10 @@ def trajectories(inputs: dict, outputs: dict, params: dict) -> None:
     figures.trajectory_figure(traj, metric, *_paths(outputs))
 
 
+def robustness(inputs: dict, outputs: dict, params: dict) -> None:
+    figures.robustness_figure(pd.read_csv(inputs["robustness"]), *_paths(outputs))
+
+
 FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
     "performance": performance,
     "performance_sigma": performance_sigma,
@@ -242,4 +246,5 @@ FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
     "umap": umap,
     "brain_map": brain_map,
     "trajectories": trajectories,
+    "robustness": robustness,
 }

@@ -424,3 +424,52 @@ def trajectory_figure(traj: pd.DataFrame, metric: str, png: Path, pdf: Path, csv
     out["metric"] = metric
     write_csv(out, csv)
     return out
+
+
+ROBUSTNESS_INTERVALS = [  # (label, estimate column, low column, high column, colour)
+    ("paper: Pearson r, Fisher-z CI", "pearson_r", "paper_pearson_ci_low", "paper_pearson_ci_high", "0.35"),
+    ("bootstrap over models", "pearson_r", "bootstrap_ci_low", "bootstrap_ci_high", "tab:blue"),
+    ("cluster bootstrap over families", "pearson_r", "cluster_bootstrap_ci_low", "cluster_bootstrap_ci_high",
+     "tab:red"),
+    ("r of family means, Fisher-z CI", "family_mean_r", "family_mean_ci_low", "family_mean_ci_high", "tab:purple"),
+    ("Spearman ρ, Bonett-Wright CI", "spearman_rho", "spearman_bw_ci_low", "spearman_bw_ci_high", "tab:green"),
+]
+
+
+def robustness_figure(table: pd.DataFrame, png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """Forest plot of ``results/stats/robustness_sigma{S}.csv``: per modality and benchmark, r with
+    each interval (paper's, bootstrap, family cluster bootstrap, family means, Spearman) and the
+    partial r controlling for log(parameters) as a diamond."""
+    plt = _plt()
+    table = table[~table["benchmark"].astype(str).str.startswith("#")].reset_index(drop=True)
+    modalities = list(dict.fromkeys(table["modality"]))
+    heights = [max(1, int((table["modality"] == m).sum())) for m in modalities]
+    fig, axes = plt.subplots(len(modalities), 1, figsize=(7.5, 1.2 + 0.62 * sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights}, sharex=True)
+    offsets = np.linspace(0.3, -0.3, len(ROBUSTNESS_INTERVALS) + 1)
+    for ax, modality in zip(axes[:, 0], modalities, strict=True):
+        sub = table[table["modality"] == modality].reset_index(drop=True)
+        for i, row in sub.iterrows():
+            y = len(sub) - 1 - i
+            for k, (label, est, lo, hi, colour) in enumerate(ROBUSTNESS_INTERVALS):
+                if np.isfinite(row[est]):
+                    ax.errorbar(row[est], y + offsets[k], xerr=[[row[est] - row[lo]], [row[hi] - row[est]]],
+                                fmt="o", ms=3, color=colour, lw=1.2, capsize=2, label=label if i == 0 else None)
+            if np.isfinite(row["partial_r_log_params"]):
+                ax.plot(row["partial_r_log_params"], y + offsets[-1], "D", ms=4, color="tab:orange",
+                        label="partial r | log(parameters)" if i == 0 else None)
+        ax.set_yticks(range(len(sub)))
+        ax.set_yticklabels([f"{b} (n = {n}, {f} families)" for b, n, f in
+                            zip(sub["benchmark"][::-1], sub["n_models"][::-1], sub["n_families"][::-1], strict=True)],
+                           fontsize=7)
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_title(f"{modality} models", fontsize=10)
+    axes[0, 0].legend(fontsize=6, loc="lower left")
+    axes[-1, 0].set_xlabel("correlation of brain score with benchmark (95% intervals)")
+    sigma = table["kernel_size"].iloc[0] if len(table) else ""
+    fig.suptitle(f"How robust is brain score vs benchmark? cka_{sigma}", fontsize=9)
+    fig.tight_layout()
+    _finish(fig, png, pdf)
+    write_csv(table, csv)
+    return table

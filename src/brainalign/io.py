@@ -8,6 +8,7 @@ leaves a file that looks finished.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -28,9 +29,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else ".tmp", dir=path.parent
-    )
+    suffix = suffix if suffix is not None else ".tmp"
+    # a job killed while writing (SIGKILL, node lost) leaves its temporary file behind; the job
+    # that writes ``path`` again owns it (Snakemake runs one job per output at a time)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:

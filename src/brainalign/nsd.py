@@ -119,6 +119,11 @@ def read_responses(path: Path) -> pd.DataFrame:
     missing = {"SESSION", "73KID"} - set(df.columns)
     if missing:
         raise InputError(f"{path}: columns {sorted(missing)} missing (not an NSD responses.tsv)")
+    kid = pd.to_numeric(df["73KID"], errors="coerce")
+    bad = df["73KID"][kid.isna() | (kid < 1) | (kid > 73000)]
+    if len(bad):
+        raise InputError(f"{path}: 73KID {bad.iloc[0]!s} (row {bad.index[0] + 2}) is outside 1..73000 "
+                         "(73KIDs are 1-based NSD image numbers): fix or download responses.tsv again")
     return df
 
 
@@ -332,6 +337,13 @@ def load_roi_responses(
                 f"{layout.betas(subject, session)}: {betas.shape[0]} trials, but responses.tsv "
                 f"lists {len(sess_trials)} for session {session}"
             )
+        bad = ~np.isfinite(betas).all(0)
+        if bad.any():
+            roi = roi_of_column(voxels_by_roi, int(np.flatnonzero(bad)[0]))
+            raise InputError(
+                f"{layout.betas(subject, session)}: NaN or inf betas at {int(bad.sum())} voxels (first in parcel "
+                f"{roi!r}); NSD's betas are finite int16: download this session again"
+            )
         if zscore_sessions:
             betas = (betas - betas.mean(0)) / (betas.std(0) + 1e-8)
         rows = np.array([row_of.get(int(k), -1) for k in sess_trials["73KID"]])
@@ -345,7 +357,18 @@ def load_roi_responses(
     for roi, vox in voxels_by_roi.items():
         out[roi] = means[:, start : start + vox.size]
         start += vox.size
+        if not out[roi].any():
+            raise InputError(
+                f"{layout.parcel_volume(subject)}: parcel {roi!r} ({vox.size} voxels) has zero betas in every "
+                f"session: the label volume is not in the betas' space (use this subject's func1pt8mm HCP_MMP1.nii.gz)"
+            )
     return stim_ids, out
+
+
+def roi_of_column(voxels_by_roi: dict[str, np.ndarray], column: int) -> str:
+    """The parcel of one column of the concatenated voxels of ``voxels_by_roi``."""
+    ends = np.cumsum([v.size for v in voxels_by_roi.values()])
+    return list(voxels_by_roi)[int(np.searchsorted(ends, column, side="right"))]
 
 
 def read_captions(layout: NSDLayout, stim_ids: np.ndarray) -> pd.DataFrame:

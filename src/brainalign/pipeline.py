@@ -263,8 +263,37 @@ def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path
         log.warning("%s: columns %s filled from the project's benchmark tables by model name (%d of %d models "
                     "found)", table_path, missing, found, len(models))
     out_df = out_df.join(bench[present + missing])
+    out_df["n_layers"] = pd.Series(info.models).reindex(models).to_numpy()
     out_df["pooling"] = pooling
     write_csv(out_df.reset_index(), out)
+
+
+def robustness_stats(vision_scores: Path, language_scores: Path, sigma: int, registry_files: Sequence[Path],
+                     out: Path, n_resamples: int = 10_000, seed: int = 0) -> None:
+    """``results/stats/robustness_sigma{S}.csv``: per (modality, benchmark) the paper's r and CIs
+    beside the sound ones (:mod:`brainalign.robustness`): Bonett-Wright Spearman CI, bootstrap
+    and family-cluster bootstrap CIs, family-mean r, permutation p, partial r given log(params)
+    and number of layers. Families come from the registry files (first file wins)."""
+    from brainalign.robustness import model_families, robustness_table
+    from brainalign.stats import LANGUAGE_TABLE_METRICS, VISION_TABLE_METRICS
+
+    col = f"cka_{sigma}"
+    registry: dict[str, ModelEntry] = {}
+    for path in reversed([Path(p) for p in registry_files]):
+        registry.update(load_registry(path))
+    parts = []
+    for modality, path, benchmarks in (("vision", vision_scores, VISION_TABLE_METRICS),
+                                       ("language", language_scores, LANGUAGE_TABLE_METRICS)):
+        df = pd.read_csv(path)
+        if col not in df.columns:
+            raise InputError(f"{path}: no {col} column (metrics in the config must include it)")
+        benches = [b for b in benchmarks if b != "score" and b in df.columns]
+        parts.append((modality, df, benches, model_families(df["model"].tolist(), registry)))
+        log.info("%s: %d models in %d families, %d benchmarks", modality, len(df), len(set(parts[-1][3])),
+                 len(benches))
+    table = robustness_table(parts, col, n_resamples, seed)
+    table["n_resamples"] = n_resamples
+    write_csv(table, out)
 
 
 def paper_model_scores(modality: str, out: Path) -> None:

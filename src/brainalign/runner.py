@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -26,6 +27,21 @@ def run(snakemake, stage: Callable[[], None]) -> None:
     try:
         stage()
     except InputError as exc:
-        logging.getLogger("brainalign").error("%s", exc)
-        print(f"brainalign: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(exc))
+    except OSError as exc:
+        if not disk_full(exc):
+            raise
+        where = sorted({os.path.dirname(os.path.abspath(o)) for o in getattr(snakemake, "output", [])})
+        _fail(f"no space left on device writing {', '.join(where) or 'the outputs'}: free space there (or run "
+              "in a directory on a larger disk) and rerun; no partial output was kept")
+
+
+def disk_full(exc: OSError) -> bool:
+    """Whether ``exc`` says the disk or the quota is full (h5py puts errno 28 in its message only)."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc) or "errno = 28" in str(exc)
+
+
+def _fail(message: str) -> None:
+    logging.getLogger("brainalign").error("%s", message)
+    print(f"brainalign: error: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -50,7 +50,7 @@ def connect(memory_limit: str | None = None, threads: int | None = None, temp_di
     ``$TMPDIR``, removed when the process ends)."""
     import duckdb
 
-    threads = threads or int(os.environ.get("BRAINALIGN_THREADS", 0)) or os.cpu_count() or 1
+    threads = threads or int(os.environ.get("BRAINALIGN_THREADS", "0")) or os.cpu_count() or 1
     if temp_dir is None:
         temp_dir = tempfile.mkdtemp(prefix="brainalign-duckdb-")
         atexit.register(shutil.rmtree, temp_dir, ignore_errors=True)

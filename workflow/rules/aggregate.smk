@@ -89,3 +89,23 @@ rule correlation_stats:
         "../../envs/analysis.yaml"
     script:
         "../../scripts/correlation_stats.py"
+
+
+rule robustness:
+    input:
+        vision=f"{RESULTS}/stats/model_scores_vision.csv",
+        language=f"{RESULTS}/stats/model_scores_language.csv",
+        registry=FAMILY_REGISTRIES,
+    output:
+        f"{RESULTS}/stats/robustness_sigma{{sigma}}.csv",
+    params:
+        resamples=ANALYSIS["resamples"],
+        seed=ANALYSIS["resamples_seed"],
+    log:
+        f"{RESULTS}/logs/stats/robustness_sigma{{sigma}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/robustness_sigma{{sigma}}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/robustness.py"

@@ -37,7 +37,14 @@ ANALYSIS = {
     "language_benchmark": "Average ⬆️",
     "kernel_sizes": [28, 68],
     "umap_seed": 0,
+    "resamples": 10000,
+    "resamples_seed": 0,
 } | config.get("analysis", {})
+# registry files that name the models' families (robustness statistics): the config's, then the paper's
+FAMILY_REGISTRIES = REGISTRY_FILES + [
+    p for p in ("config/registry/paper_vision.yaml", "config/registry/paper_language.yaml")
+    if os.path.isfile(p) and p not in REGISTRY_FILES
+]
 MINI = {"seed": 0, "vision_model": "tf_efficientnet_lite0", "language_model": "all-MiniLM-L6-v2"} | config.get(
     "mini_nsd", {}
 )
@@ -229,7 +236,16 @@ def stats_files():
                   and all(m in TABLE_METRICS[(mod, "all")] for mod in TABLE_MODALITIES)]
     else:  # the analysis metric's kernel size; any other is one target away
         sigmas = [int(ANALYSIS["metric"][4:])] if ANALYSIS["metric"] in METRICS else []
-    return [f"{RESULTS}/stats/correlation_sigma{s}.csv" for s in sigmas]
+    return [f"{RESULTS}/stats/correlation_sigma{s}.csv" for s in sigmas] + robustness_file()
+
+
+def robustness_file():
+    """The sound statistics beside the paper's, at the headline kernel size (any other: one target)."""
+    if set(score_modalities()) != {"vision", "language"} or not ANALYSIS["metric"].startswith("cka_"):
+        return []
+    if SCORES_FROM != "paper" and ANALYSIS["metric"] not in METRICS:
+        return []
+    return [f"{RESULTS}/stats/robustness_sigma{ANALYSIS['metric'][4:]}.csv"]
 
 
 def figure_stem(family, stem):
@@ -272,15 +288,17 @@ FIGURES = {  # family -> file stem; which are built depends on the mode and the 
     "kernel_size": f"change_{KERNEL_FROM}_{KERNEL_TO}",
     "umap": "umap_profiles",
     "trajectories": "training_trajectories",
+    "robustness": "robustness_forest",
 }
 FIGURE_DIR = {"performance_sigma": "performance"}
 
 
 def figure_families():
     """The figure families this config can build."""
+    robust = ["robustness"] if robustness_file() else []
     if SCORES_FROM == "paper":
-        return ["performance", "performance_sigma", "consistency", "kernel_size"]
-    out = ["performance", "performance_sigma"] if score_modalities() else []
+        return ["performance", "performance_sigma", "consistency", "kernel_size", *robust]
+    out = ["performance", "performance_sigma", *robust] if score_modalities() else []
     if not TABLE_MODALITIES:
         return out
     if ANALYSIS["metric"] in METRICS:

@@ -45,6 +45,24 @@ rule figure_performance_sigma:
         "../../scripts/figure.py"
 
 
+rule figure_robustness:
+    input:
+        robustness=robustness_file()[0] if robustness_file() else [],
+    output:
+        **figure_outputs("robustness", FIGURES["robustness"], "robustness"),
+    params:
+        family="robustness",
+        **FIGURE_PARAMS,
+    log:
+        f"{RESULTS}/logs/figures/robustness.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/robustness.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../../scripts/figure.py"
+
+
 # Families that read the measurement tables (precomputed mode: consistency and kernel size read
 # the paper's own published tables instead, so they need no input).
 for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
