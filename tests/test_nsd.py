@@ -282,3 +282,28 @@ def test_stimulus_images_are_read_a_batch_at_a_time_and_checked(tmp_path):
         f["imgBrick"] = brick[..., 0]
     with pytest.raises(InputError, match=r"imgBrick has shape \(6, 4, 4\)"):
         StimulusImages(path, [1])
+
+
+def test_noise_ceiling_is_nsds_formula_for_the_repeats_averaged(release):
+    """NC = 100 ncsnr^2 / (ncsnr^2 + (A/3 + B/2 + C/1) / (A + B + C)) per voxel, averaged over a
+    parcel's valid voxels; the paper split averages 73KIDs 3 and 4 twice and 5 once (A, B, C = 0, 2, 1)."""
+    from brainalign.nsd import noise_ceiling, parcel_noise_ceilings
+
+    ncsnr = (np.arange(LABELS.size, dtype=np.float32) * 0.1).reshape(SHAPE)
+    first_v1 = int(np.flatnonzero(LABELS.reshape(-1) == 1)[0])
+    ncsnr.reshape(-1)[first_v1] = np.nan  # an invalid voxel
+    nib.save(nib.Nifti1Image(ncsnr, np.eye(4)), release.ncsnr("subj01"))
+    got = parcel_noise_ceilings(release, "subj01", ["V1", "V2"], "paper").set_index("roi")
+    assert got[["A", "B", "C"]].iloc[0].tolist() == [0, 2, 1]
+    noise = (0 / 3 + 2 / 2 + 1 / 1) / 3
+    for roi, label in (("V1", 1), ("V2", 4)):
+        vox = [v for v in np.flatnonzero(LABELS.reshape(-1) == label) if v != first_v1]
+        s2 = (np.array(vox) * 0.1) ** 2
+        assert got.loc[roi, "noise_ceiling"] == pytest.approx(np.mean(100 * s2 / (s2 + noise)), rel=1e-6)
+        assert got.loc[roi, "n_valid"] == len(vox)
+    assert got.loc["V1", "n_voxels"] == got.loc["V1", "n_valid"] + 1
+    # every image seen 3 times and ncsnr 1: 100 / (1 + 1/3) = 75 %
+    assert noise_ceiling(np.array([1.0]), np.array([3, 3, 3]))[0] == pytest.approx(75.0)
+    assert noise_ceiling(np.array([0.0]), np.array([1]))[0] == 0.0
+    with pytest.raises(InputError, match="ncsnr.nii.gz"):
+        parcel_noise_ceilings(release, "subj02", ["V1"], "paper")

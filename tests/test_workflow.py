@@ -35,7 +35,7 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_trajectories": "results/figures/trajectories/training_trajectories.png",
     "figure_robustness": "results/figures/robustness/robustness_forest.png",
 }
-EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "train_mini_nsd_cnn": 1, "features": 11,
+EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4, "train_mini_nsd_cnn": 1, "features": 11,
                  "align": N_ALIGN, "aggregate": 2, "check_table": 2,
                  "model_scores": 2, "correlation_stats": 1, "robustness": 1, **{rule: 1 for rule in FIGURES},
                  "figure_brain_map": 4, "all": 1}
@@ -93,6 +93,19 @@ def test_planted_ground_truth_is_recovered(demo_run):
     control = cka[cka.tgt_feature == "4"]["score"].max()
     planted_min = min(cka[cka.tgt_feature == p]["score"].max() for p, t in truth.items() if t)
     assert control < 0.5 * planted_min
+
+
+def test_noise_ceilings_recover_the_planted_noise(demo_run):
+    """The mini-NSD plants unit-variance signal plus unit-variance noise in each trial (ncsnr = 1) and
+    shows every paper-split image 3 times: NSD's formula gives 100 / (1 + 1/3) = 75 % in the planted
+    parcels and 0 in the noise-only control parcel."""
+    truth = json.loads((demo_run / "results/mini_nsd/ground_truth.json").read_text())
+    for subject in ("subj01", "subj02", "subj05", "subj07"):
+        nc = pd.read_csv(demo_run / f"results/stats/noise_ceiling/paper/{subject}.csv").set_index("roi")
+        assert len(nc) == 12 and (nc["A"] == 420).all() and (nc[["B", "C"]] == 0).all().all()
+        for parcel, source in truth["parcels"].items():
+            assert nc.loc[parcel, "noise_ceiling"] == pytest.approx(0.0 if source is None else 75.0, abs=1e-3)
+            assert nc.loc[parcel, "n_valid"] == nc.loc[parcel, "n_voxels"]
 
 
 @pytest.mark.parametrize("rule", sorted(FIGURES))

@@ -278,6 +278,12 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
             data = data.T.reshape(*vol.shape, len(t))
             with atomic_path(layout.betas(subject, int(sess)), suffix=".nii.gz") as tmp:
                 nib.save(nib.Nifti1Image(data, affine), tmp)
+        # NSD's ncsnr: signal SD / noise SD per voxel (planted voxels: unit signal, noise SD
+        # spec.noise; the control parcel and unlabelled cortex: no signal; outside the brain: NaN)
+        ncsnr = np.where(signal[1:].std(0) > 0, 1.0 / spec.noise, 0.0).astype(np.float32)
+        ncsnr[flat < 0] = np.nan
+        with atomic_path(layout.ncsnr(subject), suffix=".nii.gz") as tmp:
+            nib.save(nib.Nifti1Image(ncsnr.reshape(vol.shape), affine), tmp)
         runs_per_session = 12
         per_run = int(np.ceil(spec.trials_per_session / runs_per_session))
         within = np.arange(n_trials) % spec.trials_per_session

@@ -77,6 +77,10 @@ class NSDLayout:
     def betas(self, subject: str, session: int, ext: str = "nii.gz") -> Path:
         return self.betas_dir(subject) / f"betas_session{session:02d}.{ext}"
 
+    def ncsnr(self, subject: str) -> Path:
+        """NSD's noise-ceiling SNR per voxel (NaN: invalid voxel), beside the betas."""
+        return self.betas_dir(subject) / "ncsnr.nii.gz"
+
     def subject_inputs(self, subject: str, label_table: bool = True) -> list[Path]:
         """The fixed files one subject's ingest needs (betas are found per session); the label
         table only with ``label_table`` (without it ingest uses the package's copy)."""
@@ -432,3 +436,52 @@ def brain_loaders(path: Path) -> tuple[np.ndarray, dict]:
         names = json.loads(f.attrs["rois"])
         ids = f["stimulus_ids"][()]
     return ids, {n: h5_loader(path, f"roi/{n}") for n in names}
+
+
+def noise_ceiling(ncsnr: np.ndarray, repeats: np.ndarray) -> np.ndarray:
+    """NSD's noise ceiling (percent of variance explainable) of responses averaged over each
+    image's trials: ``100 ncsnr^2 / (ncsnr^2 + (A/3 + B/2 + C/1) / (A + B + C))`` with A, B, C
+    the numbers of images with 3, 2 and 1 trials (Allen et al. 2022). ``repeats``: the trial count
+    of each averaged image (any count k counts as 1/k). NaN where ncsnr is NaN."""
+    repeats = np.asarray(repeats, dtype=float)
+    if repeats.size == 0 or (repeats < 1).any():
+        raise ValueError("every averaged image needs at least one trial")
+    noise = float(np.mean(1.0 / repeats))  # (A/3 + B/2 + C/1) / (A + B + C)
+    snr2 = np.asarray(ncsnr, dtype=float) ** 2
+    return 100.0 * snr2 / (snr2 + noise)
+
+
+def parcel_noise_ceilings(layout: NSDLayout, subject: str, rois, split: str, sessions=None) -> pd.DataFrame:
+    """Per parcel, NSD's noise ceiling for the repeats this split averages in the sessions used:
+    ``roi, n_voxels, n_valid`` (voxels with a finite ncsnr), ``ncsnr`` (mean over valid voxels),
+    ``noise_ceiling`` (percent; mean of the voxels' ceilings), and the image counts ``A, B, C``."""
+    import nibabel as nib
+
+    path = _require(layout.ncsnr(subject), "noise-ceiling SNR (ncsnr)")
+    exp = read_expdesign(layout.expdesign)
+    trials = read_responses(layout.responses(subject))
+    table = parcel_table(layout)
+    volume = np.round(np.asanyarray(nib.load(_require(layout.parcel_volume(subject), "HCP-MMP1 volume")).dataobj))
+    volume = volume.astype(np.int64)
+    roi_names = resolve_rois(rois, table)
+    if rois == "all":
+        present = set(np.unique(volume).tolist())
+        roi_names = [n for n, i in zip(table["name"], table["index"], strict=True) if i in present]
+    ncsnr = np.asanyarray(nib.load(path).dataobj).astype(np.float64)
+    if ncsnr.shape[:3] != volume.shape[:3]:
+        raise InputError(f"{path}: shape {ncsnr.shape} differs from the subject's HCP_MMP1.nii.gz {volume.shape}")
+    used = present_sessions(layout, subject, trials, sessions)
+    trials = trials[trials["SESSION"].isin(used)]
+    stim_ids = select_stimuli(trials, exp["sharedix"], split)
+    repeats = trials["73KID"].value_counts().reindex(stim_ids).to_numpy()
+    flat = ncsnr.reshape(-1)
+    rows = []
+    for roi, vox in parcel_voxels(volume, table, roi_names).items():
+        values = flat[vox]
+        valid = np.isfinite(values)
+        nc = noise_ceiling(values[valid], repeats) if valid.any() else np.array([np.nan])
+        rows.append({"roi": roi, "n_voxels": vox.size, "n_valid": int(valid.sum()),
+                     "ncsnr": float(values[valid].mean()) if valid.any() else np.nan,
+                     "noise_ceiling": float(np.mean(nc)) if valid.any() else np.nan,
+                     "A": int((repeats == 3).sum()), "B": int((repeats == 2).sum()), "C": int((repeats == 1).sum())})
+    return pd.DataFrame(rows)

@@ -49,7 +49,7 @@ def mini_nsd_outputs(root: str) -> list[str]:
              layout.captions("train2017"), layout.captions("val2017"), layout.fsaverage_labels("lh"),
              layout.fsaverage_labels("rh")]
     for s in spec.subjects:
-        files += [layout.responses(s), layout.parcel_volume(s)]
+        files += [layout.responses(s), layout.parcel_volume(s), layout.ncsnr(s)]
         files += [layout.betas(s, k) for k in range(1, n_sessions + 1)]
     return [str(f) for f in files]
 
@@ -70,6 +70,17 @@ def ingest(nsd_root: Path, subject: str, split: str, rois, zscore_sessions: bool
     ids, responses = load_roi_responses(NSDLayout(nsd_root), subject, rois, split, zscore_sessions, sessions)
     log.info("%s: %d stimuli, %d ROIs", subject, len(ids), len(responses))
     write_brain(Path(out), subject, split, ids, responses)
+
+
+def noise_ceilings(nsd_root: Path, subject: str, split: str, rois, out: Path, sessions=None) -> None:
+    """``results/stats/noise_ceiling/{split}/{subject}.csv``: NSD's per-parcel noise ceiling for the
+    repeats the split averages (:func:`brainalign.nsd.parcel_noise_ceilings`)."""
+    from brainalign.nsd import parcel_noise_ceilings
+
+    table = parcel_noise_ceilings(NSDLayout(nsd_root), subject, rois, split, sessions)
+    table.insert(0, "subject", subject)
+    log.info("%s: noise ceiling %.1f%% (median over %d parcels)", subject, table["noise_ceiling"].median(), len(table))
+    write_csv(table, out)
 
 
 def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf5: Path, device: str,

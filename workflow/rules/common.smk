@@ -212,6 +212,17 @@ def alignment_files(modality):
     )
 
 
+def noise_ceiling_files():
+    """NSD's per-parcel noise ceilings (measured runs, where the release has ncsnr.nii.gz)."""
+    if TABLES_FROM or SCORES_FROM == "paper":
+        return []
+    missing = [s for s in SUBJECTS if not IS_DEFAULT_MINI and not os.path.exists(LAYOUT.ncsnr(s))]
+    if missing:
+        _warn(f"noise ceilings left out: no {LAYOUT.ncsnr(missing[0])} (NSD's betas folder holds it)")
+        return []
+    return [f"{RESULTS}/stats/noise_ceiling/{SPLIT}/{s}.csv" for s in SUBJECTS]
+
+
 def table_files():
     return [] if TABLES_FROM else [table_path(mod) for mod in TABLE_MODALITIES]
 
@@ -352,4 +363,4 @@ def figure_files():
 def all_targets():
     if SCORES_FROM == "paper":
         return stats_files() + figure_files()
-    return table_files() + stats_files() + figure_files()
+    return table_files() + noise_ceiling_files() + stats_files() + figure_files()

@@ -44,6 +44,23 @@ rule stimuli:
         "../../scripts/stimuli.py"
 
 
+rule noise_ceiling:
+    input:
+        lambda w: [str(p) for p in LAYOUT.subject_inputs(w.subject, HAS_LABEL_TABLE) + [LAYOUT.ncsnr(w.subject)]],
+    output:
+        f"{RESULTS}/stats/noise_ceiling/{{split}}/{{subject}}.csv",
+    params:
+        nsd_root=NSD_ROOT,
+        sessions=SESSIONS,
+        rois=config["rois"],
+    log:
+        f"{RESULTS}/logs/noise_ceiling/{{split}}/{{subject}}.log",
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../../scripts/noise_ceiling.py"
+
+
 rule ingest:
     input:
         lambda w: [str(p) for p in LAYOUT.subject_inputs(w.subject, HAS_LABEL_TABLE)],
