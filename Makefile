@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test bench bench-analysis dryrun-paper registry lint clean
+.PHONY: venv demo test bench bench-analysis bench-scale dryrun-paper registry lint clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ bench: venv
 # Statistics and figures from a paper-size pair of synthetic tables (~2 x 10^8 rows): time and peak RSS per job.
 bench-analysis: venv
 	$(BIN)/python -m brainalign.bench_analysis --cores $(CORES) $(BENCH_ARGS)
+
+# Peak RSS and time of ingest (full cortex) and of a 9,000-image feature job on a synthetic release of NSD's shape.
+bench-scale: venv
+	$(BIN)/python -m brainalign.bench_scale $(BENCH_ARGS)
 
 # Regenerate config/registry/*.yaml from the paper's reference tables (developer tool).
 REFERENCE ?= ../shared/reference

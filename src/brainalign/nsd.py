@@ -249,7 +249,9 @@ def read_session_betas(layout: NSDLayout, subject: str, session: int, voxels: np
         out = flat[voxels].T
     else:
         out = _read_hdf5_voxels(layout.betas(subject, session, "hdf5"), voxels)
-    return out.astype(np.float32) / 300.0
+    out = out.astype(np.float32)  # one float32 copy of the session, divided in place
+    out /= 300.0
+    return out
 
 
 def _read_hdf5_voxels(path: Path, voxels: np.ndarray) -> np.ndarray:
@@ -331,10 +333,13 @@ def load_roi_responses(
         raise InputError(f"{subject}: split {split!r} selects no stimuli from the sessions on disk")
     row_of = {int(s): i for i, s in enumerate(stim_ids)}
 
-    sums = np.zeros((stim_ids.size, all_voxels.size), dtype=np.float32)  # betas are int16 / 300
-    counts = np.zeros(stim_ids.size, dtype=np.int64)
+    # running sums (betas are int16 / 300), plus one spare row that takes the trials of images
+    # outside the split, so a session is added without copying its kept trials
+    sums = np.zeros((stim_ids.size + 1, all_voxels.size), dtype=np.float32)
+    counts = np.zeros(stim_ids.size + 1, dtype=np.int64)
     for session in sessions:
         sess_trials = trials[trials["SESSION"] == session]
+        betas = None  # the last session's betas go before the next one is read
         betas = read_session_betas(layout, subject, session, all_voxels)
         if betas.shape[0] != len(sess_trials):
             raise InputError(
@@ -350,12 +355,12 @@ def load_roi_responses(
             )
         if zscore_sessions:
             betas = (betas - betas.mean(0)) / (betas.std(0) + 1e-8)
-        rows = np.array([row_of.get(int(k), -1) for k in sess_trials["73KID"]])
-        keep = rows >= 0
-        np.add.at(sums, rows[keep], betas[keep])
-        np.add.at(counts, rows[keep], 1)
-    sums /= counts[:, None]
-    means = sums
+        rows = np.array([row_of.get(int(k), stim_ids.size) for k in sess_trials["73KID"]], dtype=np.int64)
+        np.add.at(sums, rows, betas)
+        np.add.at(counts, rows, 1)
+    del betas
+    means = sums[:-1]  # a view: the spare row dropped
+    means /= counts[:-1, None]
 
     out, start = {}, 0
     for roi, vox in voxels_by_roi.items():
