@@ -294,6 +294,21 @@ def parcel_voxels(volume: np.ndarray, table: pd.DataFrame, rois: list[str]) -> d
     return out
 
 
+def subject_parcels(layout: NSDLayout, subject: str, rois: str | list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The subject's HCP-MMP1 label volume (int64) and the flat voxel indices of each requested
+    parcel (``all``: every parcel the volume labels)."""
+    import nibabel as nib
+
+    table = parcel_table(layout)
+    roi_names = resolve_rois(rois, table)
+    volume = np.asanyarray(nib.load(_require(layout.parcel_volume(subject), "HCP-MMP1 volume")).dataobj)
+    volume = np.round(volume).astype(np.int64)
+    if rois == "all":  # every parcel the subject's volume labels
+        present = set(np.unique(volume).tolist())
+        roi_names = [n for n, i in zip(table["name"], table["index"], strict=True) if i in present]
+    return volume, parcel_voxels(volume, table, roi_names)
+
+
 def load_roi_responses(
     layout: NSDLayout,
     subject: str,
@@ -312,18 +327,9 @@ def load_roi_responses(
 
     Peak memory ~ 4 bytes x n_stimuli x n_roi_voxels (running sums) plus one session.
     """
-    import nibabel as nib
-
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
-    table = parcel_table(layout)
-    roi_names = resolve_rois(rois, table)
-    volume = np.asanyarray(nib.load(_require(layout.parcel_volume(subject), "HCP-MMP1 volume")).dataobj)
-    volume = np.round(volume).astype(np.int64)
-    if rois == "all":  # every parcel the subject's volume labels
-        present = set(np.unique(volume).tolist())
-        roi_names = [n for n, i in zip(table["name"], table["index"], strict=True) if i in present]
-    voxels_by_roi = parcel_voxels(volume, table, roi_names)
+    _, voxels_by_roi = subject_parcels(layout, subject, rois)
     all_voxels = np.concatenate(list(voxels_by_roi.values()))
 
     sessions = present_sessions(layout, subject, trials, sessions)
@@ -465,13 +471,7 @@ def parcel_noise_ceilings(layout: NSDLayout, subject: str, rois, split: str, ses
     path = _require(layout.ncsnr(subject), "noise-ceiling SNR (ncsnr)")
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
-    table = parcel_table(layout)
-    volume = np.round(np.asanyarray(nib.load(_require(layout.parcel_volume(subject), "HCP-MMP1 volume")).dataobj))
-    volume = volume.astype(np.int64)
-    roi_names = resolve_rois(rois, table)
-    if rois == "all":
-        present = set(np.unique(volume).tolist())
-        roi_names = [n for n, i in zip(table["name"], table["index"], strict=True) if i in present]
+    volume, voxels_by_roi = subject_parcels(layout, subject, rois)
     ncsnr = np.asanyarray(nib.load(path).dataobj).astype(np.float64)
     if ncsnr.shape[:3] != volume.shape[:3]:
         raise InputError(f"{path}: shape {ncsnr.shape} differs from the subject's HCP_MMP1.nii.gz {volume.shape}")
@@ -481,7 +481,7 @@ def parcel_noise_ceilings(layout: NSDLayout, subject: str, rois, split: str, ses
     repeats = trials["73KID"].value_counts().reindex(stim_ids).to_numpy()
     flat = ncsnr.reshape(-1)
     rows = []
-    for roi, vox in parcel_voxels(volume, table, roi_names).items():
+    for roi, vox in voxels_by_roi.items():
         values = flat[vox]
         valid = np.isfinite(values)
         nc = noise_ceiling(values[valid], repeats) if valid.any() else np.array([np.nan])
