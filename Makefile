@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test bench bench-analysis bench-scale dryrun-paper registry lint clean
+.PHONY: venv demo test test-fast check bench bench-analysis bench-scale dryrun-paper registry lint clean
 
 venv: $(VENV)/.installed
 
@@ -23,10 +23,21 @@ demo: venv
 	echo "figures: results/figures/performance/brain_score_vs_benchmark.{png,pdf,csv}"
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs --durations=15
 
-lint: venv
+# Unit tests only (no Snakemake runs, no SLURM): the edit loop.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm"
+
+# Static checks, run by CI before the tests: ruff (rule set in pyproject.toml), snakefmt, Snakemake's
+# linter, and the conda envs' pins against requirements.txt.
+check: venv
+	$(BIN)/ruff check src tests scripts tools
+	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_envs.py
+
+lint: check
 
 clean:
 	rm -rf results .snakemake

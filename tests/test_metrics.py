@@ -417,7 +417,7 @@ def test_align_dataframe(as_torch):
     assert isinstance(df, pd.DataFrame)
     assert list(df.columns) == ["source", "target", "metric", "score"]
     assert len(df) == 2 * 2 * 2
-    triples = set(zip(df.source, df.target, df.metric))
+    triples = set(zip(df.source, df.target, df.metric, strict=True))
     assert triples == {(s, t, m) for s in ("a", "b") for t in ("r1", "r2") for m in metrics}
     arrays = {"a": x1, "b": x2, "r1": y1, "r2": y2}
     for row in df.itertuples():

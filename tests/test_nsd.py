@@ -274,6 +274,13 @@ def test_stimulus_images_are_read_a_batch_at_a_time_and_checked(tmp_path):
     np.testing.assert_array_equal(load_stimulus_images(path, [5, 1, 5, 3]), brick[[4, 0, 4, 2]])
     with pytest.raises(InputError, match="73KID out of range 1..6"):
         StimulusImages(path, [7])
+    # chunked and compressed, chunks spanning several images and split in space: the same images
+    for chunks in [(4, 2, 2, 1), (1, 4, 4, 3)]:
+        with h5py.File(path, "w") as f:
+            f.create_dataset("imgBrick", data=brick, chunks=chunks, compression="gzip")
+        images = StimulusImages(path, [5, 1, 5, 3, 6, 2])
+        np.testing.assert_array_equal(images[:], brick[[4, 0, 4, 2, 5, 1]])
+        assert images.cache_bytes >= chunks[0] * 4 * 4 * 3
     with h5py.File(path, "w") as f:
         f["images"] = brick
     with pytest.raises(InputError, match="no dataset 'imgBrick'"):

@@ -56,7 +56,8 @@ def stand_ins(tmp_path_factory) -> dict[str, Path]:
     finally:
         sys.path.pop(0)
     write_placeholder(root / "nsd", ["subj01", "subj02", "subj05", "subj07"])
-    write_tables(root / "tables", n_vision=6, n_language=4, metrics=["cka_28", "cka_36", "cka_68", "mutual_knn_20"], n_rois=12)
+    write_tables(root / "tables", n_vision=6, n_language=4, metrics=["cka_28", "cka_36", "cka_68", "mutual_knn_20"],
+                 n_rois=12)
     return {"/data/nsd": root / "nsd", "/data/intermediate_results": root / "tables"}
 
 

@@ -101,7 +101,7 @@ def test_layout(ours, target):
     assert list(ours["Model Category"]) == list(target["Model Category"])
     assert list(ours["Metric"]) == list(target["Metric"])
     assert [f"{v}" for v in ours["Model Count"]] == list(target["Model Count"])
-    assert all(str(v) == t for v, t in zip(ours["kernel_size"], target["kernel_size"]))
+    assert all(str(v) == t for v, t in zip(ours["kernel_size"], target["kernel_size"], strict=True))
 
 
 @pytest.mark.parametrize("row", [i for i in range(22) if i != COMBINED])
@@ -115,7 +115,7 @@ def test_row_estimates(ours, target, row):
         assert want["95% CI"] == "[nan, nan]"
     else:
         assert got["95% CI"] == want["95% CI"]
-        for a, b in zip(stats.parse_ci(got["95% CI"]), stats.parse_ci(want["95% CI"])):
+        for a, b in zip(stats.parse_ci(got["95% CI"]), stats.parse_ci(want["95% CI"]), strict=True):
             assert abs(a - b) < 0.0051
 
 
@@ -195,7 +195,9 @@ def test_fisher_ci_by_hand():
     # r = 0.5, n = 28: z = 0.5 ln 3, se = 1/5
     z = 0.5 * math.log(3.0)
     lo, hi = stats.fisher_ci(0.5, 28)
-    th = lambda v: (math.exp(2 * v) - 1) / (math.exp(2 * v) + 1)
+    def th(v):
+        return (math.exp(2 * v) - 1) / (math.exp(2 * v) + 1)
+
     assert lo == pytest.approx(th(z - 1.96 / 5), abs=1e-12)
     assert hi == pytest.approx(th(z + 1.96 / 5), abs=1e-12)
     assert (round(lo, 4), round(hi, 4)) == (0.156, 0.7358)

@@ -22,7 +22,8 @@ from brainalign.synthetic import write_table
 REPO = Path(__file__).resolve().parents[1]
 
 METRICS = ["cka_28", "cka_36", "cka_68", "cknna", "mutual_knn_20", "cycle_knn_40"]
-MODELS = ["convnext_atto.d2_in1k", "convnext_atto_ols.a2_in1k", "resnet50.a1_in1k", "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+MODELS = ["convnext_atto.d2_in1k", "convnext_atto_ols.a2_in1k", "resnet50.a1_in1k",
+          "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
           "not_a_paper_model"]
 
 
@@ -185,7 +186,8 @@ def test_checkpoints_from_columns_or_registry(tmp_path):
     vis = tables.checkpoint_info(tmp_path / "vision_trained.parquet")
     assert vis.sort_values("step")["step"].tolist() == [1, 2, 4, 8, 16, 32, 64, 128]
     assert set(vis["run"]) == {"mixnet_s.run0"}
-    lang = tables.checkpoint_info(tmp_path / "language_trained.parquet", [REPO / "config/registry/pythia_checkpoints.yaml"])
+    lang = tables.checkpoint_info(tmp_path / "language_trained.parquet",
+                                  [REPO / "config/registry/pythia_checkpoints.yaml"])
     assert lang.sort_values("step")["step"].tolist() == [0, 1, 8, 64, 512, 4000, 32000, 128000]
     assert (lang["tokens"] == lang["step"] * 2_097_152).all()
     with pytest.raises(InputError, match="has no step"):
@@ -205,7 +207,8 @@ print([line.split()[1] for line in open("/proc/self/status") if line.startswith(
 
 def test_aggregate_streams_many_job_files_in_bounded_memory(tmp_path):
     """120 per-job files of 77,760 rows each (a paper-size job: 16 layers x 180 ROIs x 27 metrics):
-    9.3 M rows, ~1.6 GB as one pandas frame (before the concatenation's copy); the streaming aggregate's peak stays near its imports."""
+    9.3 M rows, ~1.6 GB as one pandas frame (before the concatenation's copy); the streaming aggregate's peak
+    stays near its imports."""
     from brainalign.resources import hcp_parcels
 
     jobs = tmp_path / "jobs"
@@ -221,7 +224,8 @@ def test_aggregate_streams_many_job_files_in_bounded_memory(tmp_path):
                       "metric": np.array(metrics)[idx[0]], "src_feature": idx[1], "tgt_feature": np.array(rois)[idx[2]],
                       "score": rng.random(n), "n_layers": 16}).to_parquet(jobs / f"{j:03d}.parquet", index=False)
     out = tmp_path / "vision_all.parquet"
-    proc = subprocess.run([sys.executable, "-c", AGG, str(jobs), str(out), str(REPO / "config/models.yaml")], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", AGG, str(jobs), str(out), str(REPO / "config/models.yaml")],
+                          capture_output=True, text=True,
                           check=True)
     peak_gb = int(proc.stdout.split()[-1]) / 1e6
     rows = 120 * n

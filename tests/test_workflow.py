@@ -34,11 +34,13 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_brain_map": "results/figures/brain_maps/vision_change.png",
     "figure_trajectories": "results/figures/trajectories/training_trajectories.png",
     "figure_robustness": "results/figures/robustness/robustness_forest.png",
+    "figure_ceiling_map": "results/figures/brain_maps/noise_ceiling.png",
 }
 EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4, "train_mini_nsd_cnn": 1, "features": 11,
-                 "align": N_ALIGN, "aggregate": 2, "check_table": 2,
-                 "model_scores": 2, "correlation_stats": 1, "robustness": 1, **{rule: 1 for rule in FIGURES},
-                 "figure_brain_map": 4, "all": 1}
+                 "align": N_ALIGN, "null": N_ALIGN, "null_stats": 2, "aggregate": 2, "check_table": 2,
+                 "model_scores": 2, "correlation_stats": 1, "robustness": 1, "trajectory_leadlag": 1,
+                 **{rule: 1 for rule in FIGURES},
+                 "figure_brain_map": 4, "figure_ceiling_map": 1, "all": 1}
 EXPECTED_JOBS["total"] = sum(EXPECTED_JOBS.values())
 
 
@@ -106,6 +108,74 @@ def test_noise_ceilings_recover_the_planted_noise(demo_run):
         for parcel, source in truth["parcels"].items():
             assert nc.loc[parcel, "noise_ceiling"] == pytest.approx(0.0 if source is None else 75.0, abs=1e-3)
             assert nc.loc[parcel, "n_valid"] == nc.loc[parcel, "n_voxels"]
+
+
+def test_ceiling_map_is_the_mean_of_the_subjects_ceilings(demo_run):
+    truth = json.loads((demo_run / "results/mini_nsd/ground_truth.json").read_text())["parcels"]
+    per = pd.concat([pd.read_csv(demo_run / f"results/stats/noise_ceiling/paper/{s}.csv")
+                     for s in ("subj01", "subj02", "subj05", "subj07")])
+    got = pd.read_csv(demo_run / "results/figures/brain_maps/noise_ceiling.csv").set_index("tgt_feature")
+    assert len(got) == 12 and got["on_atlas"].all() and (got["n_subjects"] == 4).all()
+    want = per.groupby("roi", sort=False)["noise_ceiling"].mean()
+    np.testing.assert_allclose(got.loc[want.index, "value"], want)
+    assert got.loc["4", "value"] == pytest.approx(0, abs=1e-3)
+    assert all(got.loc[p, "value"] == pytest.approx(75, abs=1e-3) for p, t in truth.items() if t)
+
+
+def test_permutation_nulls_flag_the_planted_parcels_and_not_the_noise_only_one(demo_run):
+    """20 permutations per (subject, model); FDR over every test of a modality."""
+    from brainalign.features import read_features
+    from brainalign.metrics import score_matrices
+    from brainalign.nulls import permutations
+
+    truth = json.loads((demo_run / "results/mini_nsd/ground_truth.json").read_text())["parcels"]
+    rows = pd.concat([pd.read_parquet(demo_run / f"results/stats/nulls_{m}.parquet") for m in MODELS])
+    parcels = pd.concat([pd.read_csv(demo_run / f"results/stats/nulls_{m}_parcels.csv") for m in MODELS])
+    assert (rows["n_null"] == 20).all() and rows["p_perm"].between(1 / 21, 1).all()
+    n_layers = rows.groupby("src_model")["src_feature"].nunique()
+    assert len(rows) == 4 * 12 * n_layers.sum()
+    key = ["src_model", "tgt_model", "src_feature", "tgt_feature"]
+    rows = rows.set_index(key)
+    for parcel, planted in truth.items():
+        if planted is None:
+            continue
+        for subject in ("subj01", "subj02", "subj05", "subj07"):
+            r = rows.loc[(planted["model"], subject, planted["layer"], parcel)]
+            assert r["significant"] and r["p_perm"] == pytest.approx(1 / 21), (parcel, subject)
+        mine = parcels[(parcels.src_model == planted["model"]) & (parcels.tgt_feature == parcel)]
+        assert (mine["fraction_significant"] > 0.5).all(), parcel
+    control = rows.xs("4", level="tgt_feature")
+    assert control["significant"].mean() <= 0.05
+    assert 0.3 < control["p_perm"].mean() < 0.7
+    # the observed score is the table's, and one null mean recomputed here from the job's inputs
+    table = pd.read_parquet(demo_run / "results/tables/vision_all.parquet", filters=[("metric", "==", "cka_36")])
+    table = plain(table).set_index(key)["score"]
+    vision = rows.loc[rows.index.get_level_values(0).isin(MODELS["vision"])]
+    np.testing.assert_allclose(vision["score"], table.loc[vision.index], rtol=1e-5)  # other block sizes
+    brain = read_brain(demo_run / "results/brain/paper/subj01.h5")
+    _, layers, _ = read_features(demo_run / "results/features/paper/subj01/tf_efficientnet_lite0.h5")
+    v1 = brain[1]["V1"]
+    perms = permutations(len(v1), 20, 0, "subj01")
+    null = [score_matrices([layers[1]], [v1[p]], ["cka_36"])["cka_36"][0, 0] for p in perms]
+    r = rows.loc[("tf_efficientnet_lite0", "subj01", 1, "V1")]
+    assert r["null_mean"] == pytest.approx(np.mean(null), rel=1e-5)
+    assert r["null_sd"] == pytest.approx(np.std(null, ddof=1), rel=1e-4)
+
+
+def test_leadlag_table_matches_the_trajectory_figure_curves(demo_run):
+    from brainalign.leadlag import crossing
+
+    ll = pd.read_csv(demo_run / "results/stats/trajectory_leadlag.csv").set_index("statistic")
+    traj = pd.read_csv(demo_run / "results/figures/trajectories/training_trajectories.csv").sort_values("step")
+    assert set(ll.index) >= {"brain_t50", "brain_t90", "performance_t50", "lead_t50", "xcorr_lag+0"}
+    assert (ll["run"] == "mini_nsd_cnn").all() and (ll["n_checkpoints"] == 4).all() and (ll["n_units"] == 24).all()
+    x = traj["step"].to_numpy(float)
+    for f in (50, 90):
+        assert ll.loc[f"brain_t{f}", "estimate"] == pytest.approx(crossing(x, traj["brain_score"], f / 100)[0])
+        assert ll.loc[f"performance_t{f}", "estimate"] == pytest.approx(crossing(x, traj["performance"], f / 100)[0])
+        lead = ll.loc[f"lead_t{f}"]
+        assert lead["ci_low"] <= lead["estimate"] <= lead["ci_high"]
+    assert np.isnan(ll.loc["xcorr_lag+1", "estimate"])  # 2 pairs of changes only
 
 
 @pytest.mark.parametrize("rule", sorted(FIGURES))
@@ -500,7 +570,8 @@ def test_a_release_without_freesurfer_folder_plans_around_it_at_start(demo_run, 
     """An NSD-layout directory without nsddata/freesurfer (and not a mini-NSD): the models trained on
     the mini-NSD and the brain maps are left out at DAG build, one warning line each; ingest runs."""
     nsd = tmp_path / "nsd"
-    shutil.copytree(demo_run / "results/mini_nsd", nsd, ignore=shutil.ignore_patterns("freesurfer", "ground_truth.json"))
+    shutil.copytree(demo_run / "results/mini_nsd", nsd,
+                    ignore=shutil.ignore_patterns("freesurfer", "ground_truth.json"))
     work = copy_workflow(tmp_path / "w")
     dry = snakemake(work, "-n", "--cores", "2", "--config", f"nsd_root={nsd}")
     counts = job_counts(dry.stdout)

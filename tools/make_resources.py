@@ -17,9 +17,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "brainalign" / "resources"
-
 from brainalign.resources import LANGUAGE_BENCHMARK_COLUMNS, VISION_BENCHMARK_COLUMNS
+
+OUT = Path(__file__).resolve().parents[1] / "src" / "brainalign" / "resources"
 
 VISION_BENCHMARKS = [c for c in VISION_BENCHMARK_COLUMNS if c != "#Params (M)"]
 LANGUAGE_BENCHMARKS = [c for c in LANGUAGE_BENCHMARK_COLUMNS if c != "elo"]

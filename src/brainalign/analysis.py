@@ -155,7 +155,8 @@ def profile_matrix(table: pd.DataFrame, metric: str = "cka_36") -> pd.DataFrame:
     df = table[table["metric"] == metric]
     if df.empty:
         raise ValueError(f"no rows for metric {metric!r} in the table")
-    mean = df.groupby(["src_model", "src_feature", "relative_src_feature", "tgt_feature"], observed=True)["score"].mean()
+    keys = ["src_model", "src_feature", "relative_src_feature", "tgt_feature"]
+    mean = df.groupby(keys, observed=True)["score"].mean()
     return mean.unstack("tgt_feature")
 
 

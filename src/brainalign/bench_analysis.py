@@ -72,7 +72,8 @@ def headline_check(tables: Path, results: Path) -> list[str]:
         r_planted = float(np.corrcoef(planted.reindex(scores.index)[ok], bench[ok])[0, 1])
         row = table[(table["category"] == cat) & (table["metric"] == HEADLINE[cat])].iloc[0]
         lines.append(f"{mod}: headline r {row['pearson_r']:.6f} (n = {int(row['n'])}), planted {r_planted:.6f}, "
-                     f"max |score - planted| {float((scores['cka_36'] - planted.reindex(scores.index)).abs().max()):.1e}")
+                     f"max |score - planted| "
+                     f"{float((scores['cka_36'] - planted.reindex(scores.index)).abs().max()):.1e}")
     return lines
 
 

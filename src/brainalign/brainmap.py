@@ -241,7 +241,8 @@ def plot_brain_map(values: Mapping[str, float], atlas: SurfaceAtlas, png: Path, 
             ax.set_box_aspect(None, zoom=1.4)  # the mesh fills its panel
             for coll in ax.collections:
                 coll.set_rasterized(True)  # keeps the PDF small
-            name = f"{'left' if hemi == 'lh' else 'right'} {view}" + (" (anterior at left)" if view == "ventral" else "")
+            side = "left" if hemi == "lh" else "right"
+            name = f"{side} {view}" + (" (anterior at left)" if view == "ventral" else "")
             ax.text2D(0.5, 0.97, name, transform=ax.transAxes, ha="center", va="top", fontsize=9)
     fig.suptitle(title, y=0.985, fontsize=12)
     cax = fig.add_axes((0.3, 0.13, 0.4, 0.03))

@@ -330,7 +330,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
             r1 = min(n, r0 + b)
             g = gbuf[: r1 - r0]
             for reps, lists, k in ((src, src_lists, plan.k_max), (tgt, tgt_lists, plan.k_cknna)):
-                for rep, out in zip(reps, lists):
+                for rep, out in zip(reps, lists, strict=False):  # no target lists without CKNNA
                     torch.mm(rep.z[r0:r1], rep.z.T, out=g)
                     clock.lap("gram")
                     out[r0:r1] = block_neighbours(g, r0, k, rep.scale, shift).to(cdt)
@@ -574,7 +574,7 @@ class _TargetBlock:
             self.flat_c = torch.stack(self.cknna_lists, 1).reshape(b, -1)
             self.vals_c = torch.stack(self.cknna_vals, 1)  # (b, T, kc)
             self.back_c = torch.stack(self.cknna_back, 1)
-            local, cols, ranks = zip(*self.entries)
+            local, cols, ranks = zip(*self.entries, strict=True)
             tid = torch.cat([torch.full_like(x, t) for t, x in enumerate(local)])
             self.ent_slot = tid * b + torch.cat(local)
             self.ent_local, self.ent_cols, self.ent_ranks = torch.cat(local), torch.cat(cols), torch.cat(ranks)

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from brainalign import analysis, figures, tables
-from brainalign.io import InputError
+from brainalign.io import InputError, write_csv
 
 #: Subject names of the paper's published tables (S01 = subj01, ...).
 PAPER_SUBJECTS = {"S01": "subj01", "S02": "subj02", "S05": "subj05", "S07": "subj07"}
@@ -190,46 +191,90 @@ def brain_map(inputs: dict, outputs: dict, params: dict) -> None:
     write_csv(table, outputs["csv"])
 
 
-def trajectories(inputs: dict, outputs: dict, params: dict) -> None:
-    """Training trajectories (family 9), one panel per run.
+def ceiling_map(inputs: dict, outputs: dict, params: dict) -> None:
+    """NSD's per-parcel noise ceiling (``results/stats/noise_ceiling/{split}/*.csv``), mean over
+    subjects, on fsaverage5 (family 7, ``noise_ceiling``)."""
+    from brainalign.brainmap import load_atlas, plot_brain_map
+
+    atlas = load_atlas(inputs["lh"], inputs["rh"], inputs["ctab"])
+    ceilings = pd.concat([pd.read_csv(f) for f in inputs["ceilings"]], ignore_index=True)
+    table = (ceilings.groupby("roi", sort=False)
+             .agg(value=("noise_ceiling", "mean"), sd=("noise_ceiling", "std"), n_subjects=("subject", "nunique"),
+                  n_valid=("n_valid", "sum"))
+             .reset_index().rename(columns={"roi": "tgt_feature"}))
+    known = set(atlas.names.values())
+    shown = {str(k): float(v) for k, v in table.set_index("tgt_feature")["value"].items()
+             if str(k) in known and np.isfinite(v)}
+    n = int(table["n_subjects"].max()) if len(table) else 0
+    plot_brain_map(shown, atlas, Path(outputs["png"]), Path(outputs["pdf"]),
+                   f"Noise ceiling per ROI (NSD's ncsnr, for the repeats averaged), mean over {n} subjects",
+                   "noise ceiling (% of variance explainable)", "magma", False)
+    table = table.assign(kind="noise_ceiling", on_atlas=table["tgt_feature"].astype(str).isin(known))
+    write_csv(table, outputs["csv"])
+
+
+def checkpoint_layers(inputs: dict, params: dict, con) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The checkpoint models of the trajectory figure and lead-lag table, with their performance,
+    and their per (subject, layer) brain scores (:func:`brainalign.tables.layer_scores` of the
+    headline metric).
 
     Measured runs: ``params['checkpoints']`` has one dict per checkpoint model of the config
     (``src_model, run, step, tokens, x_label, summary``); ``summary`` is the run's timm
     ``summary.csv`` (``epoch, eval_top1``), whose held-out top-1 is the run's performance, or None.
     Tables mode: the inputs are checkpoint tables (``{modality}_trained``), whose models' runs and
-    steps :func:`brainalign.tables.checkpoint_info` finds.
+    steps :func:`brainalign.tables.checkpoint_info` finds (no performance).
     """
     metric = params["metric"]
-    con = tables.connect()
-    trained = {k: v for k, v in inputs.items() if k.endswith("_trained")}
+    trained = {k: v for k, v in inputs.items() if k.endswith("_trained") and not k.endswith("_check")}
+    cks, layers = [], []
     if trained:
-        parts = []
         for name, path in trained.items():
             _require(_info(inputs, name, con), [metric])
             ck = tables.checkpoint_info(path, params.get("registries", []), con)
             ck["performance"], ck["performance_label"] = float("nan"), ""
-            parts.append(tables.trajectory(path, ck, metric, con))
-        figures.trajectory_figure(pd.concat(parts, ignore_index=True), metric, *_paths(outputs))
-        return
-    ck = pd.DataFrame(params["checkpoints"])
-    ck["performance"] = float("nan")
-    ck["performance_label"] = ""
-    for summary, idx in ck.groupby("summary", dropna=True).groups.items():
-        table = pd.read_csv(summary)
-        if not {"epoch", "eval_top1"} <= set(table.columns):
-            raise InputError(f"{summary}: needs timm's summary.csv columns epoch, eval_top1")
-        top1 = table.set_index("epoch")["eval_top1"]
-        ck.loc[idx, "performance"] = ck.loc[idx, "step"].map(top1).to_numpy(float)
-        ck.loc[idx, "performance_label"] = "held-out top-1 of the training task (%)"
-    parts = []
-    for mod, path in _tables(inputs).items():
-        mine = ck[ck["src_model"].isin(set(_info(inputs, mod, con).models))]
-        if len(mine):
-            parts.append(tables.trajectory(path, mine, metric, con))
-    if not parts:
-        raise InputError(f"no {metric} rows for the checkpoint models {list(ck['src_model'])[:3]} ...")
-    traj = pd.concat(parts, ignore_index=True).sort_values(["run", "step"]).reset_index(drop=True)
-    figures.trajectory_figure(traj, metric, *_paths(outputs))
+            cks.append(ck)
+            layers.append(tables.layer_scores(path, [metric], con, models=list(ck["src_model"])))
+    else:
+        ck = pd.DataFrame(params["checkpoints"])
+        ck["performance"] = float("nan")
+        ck["performance_label"] = ""
+        for summary, idx in ck.groupby("summary", dropna=True).groups.items():
+            table = pd.read_csv(summary)
+            if not {"epoch", "eval_top1"} <= set(table.columns):
+                raise InputError(f"{summary}: needs timm's summary.csv columns epoch, eval_top1")
+            top1 = table.set_index("epoch")["eval_top1"]
+            ck.loc[idx, "performance"] = ck.loc[idx, "step"].map(top1).to_numpy(float)
+            ck.loc[idx, "performance_label"] = "held-out top-1 of the training task (%)"
+        for mod, path in _tables(inputs).items():
+            mine = ck[ck["src_model"].isin(set(_info(inputs, mod, con).models))]
+            if len(mine):
+                cks.append(mine)
+                layers.append(tables.layer_scores(path, [metric], con, models=list(mine["src_model"])))
+    layers = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame()
+    if layers.empty:
+        names = list(pd.concat(cks)["src_model"]) if cks else list(pd.DataFrame(params.get("checkpoints", []))
+                                                                     .get("src_model", []))
+        raise InputError(f"no {metric} rows for the checkpoint models {names[:3]} ...")
+    return pd.concat(cks, ignore_index=True), layers
+
+
+def trajectories(inputs: dict, outputs: dict, params: dict) -> None:
+    """Training trajectories (family 9), one panel per run (:func:`checkpoint_layers`), with the
+    lead-lag panel below each when the rule has the ``leadlag`` table."""
+    con = tables.connect()
+    ck, layers = checkpoint_layers(inputs, params, con)
+    traj = tables.trajectory_from_layers(layers, ck).sort_values(["run", "step"]).reset_index(drop=True)
+    leadlag = pd.read_csv(inputs["leadlag"]) if inputs.get("leadlag") else None
+    figures.trajectory_figure(traj, params["metric"], *_paths(outputs), leadlag=leadlag)
+
+
+def leadlag_table(inputs: dict, out: Path, params: dict) -> None:
+    """``results/stats/trajectory_leadlag.csv`` (:func:`brainalign.leadlag.run_lead_lag`)."""
+    from brainalign.leadlag import run_lead_lag
+
+    ck, layers = checkpoint_layers(inputs, params, tables.connect())
+    table = run_lead_lag(layers, ck, params["metric"], int(params["resamples"]), int(params["seed"]))
+    write_csv(table, out)
 
 
 def robustness(inputs: dict, outputs: dict, params: dict) -> None:
@@ -247,4 +292,5 @@ FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
     "brain_map": brain_map,
     "trajectories": trajectories,
     "robustness": robustness,
+    "ceiling_map": ceiling_map,
 }

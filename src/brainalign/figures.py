@@ -113,15 +113,8 @@ def performance_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, st
         ax.margins(x=0.35 if not many else 0.05, y=0.25 if not many else 0.05)
         if not many:
             _label_points(ax, scores[has], "benchmark", "brain_score", "src_model")
-    fig.suptitle(f"Brain score vs benchmark. Pooling: {POOLINGS.get(pooling, pooling)}", fontsize=9)
-    fig.tight_layout()
-    _save(fig, Path(png), Path(pdf))
-    plt.close(fig)
-    out = pd.concat(rows, ignore_index=True)
-    out["metric"] = metric
-    out["pooling"] = pooling
-    write_csv(out, csv)
-    return out
+    return _publish(fig, f"Brain score vs benchmark. Pooling: {POOLINGS.get(pooling, pooling)}",
+                    pd.concat(rows, ignore_index=True), png, pdf, csv, metric=metric, pooling=pooling)
 
 
 YEO7_ORDER = ["Visual", "Somatomotor", "Dorsal Attention", "Ventral Attention", "Limbic", "Frontoparietal",
@@ -140,9 +133,17 @@ def _plt():
     return plt
 
 
-def _finish(fig, png: Path, pdf: Path) -> None:
+def _publish(fig, title: str, out: pd.DataFrame, png: Path, pdf: Path, csv: Path, rect=None, title_kw=None,
+             **columns) -> pd.DataFrame:
+    """Every figure's tail: its title, the layout, PNG + PDF, and the CSV of the numbers drawn
+    (``out`` with ``columns`` added, e.g. ``metric=...``). Returns that table."""
+    fig.suptitle(title, fontsize=9, **(title_kw or {}))
+    fig.tight_layout(**({"rect": rect} if rect else {}))
     _save(fig, Path(png), Path(pdf))
     _plt().close(fig)
+    out = out.assign(**columns) if columns else out
+    write_csv(out, csv)
+    return out
 
 
 def sigma_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, list[str]], pooling: str,
@@ -185,13 +186,8 @@ def sigma_figure(scores: dict[str, pd.DataFrame], benchmarks: dict[str, list[str
                 ax.legend(fontsize=6, loc="lower left", ncol=2)
             if i == 1:
                 ax.set_xlabel("kernel size σ of cka_σ (z-scored units)")
-    fig.suptitle(f"Correlation of brain score with benchmarks by kernel size. Pooling: {POOLINGS.get(pooling, pooling)}",
-                 fontsize=9)
-    fig.tight_layout()
-    _finish(fig, png, pdf)
-    out["pooling"] = pooling
-    write_csv(out, csv)
-    return out
+    return _publish(fig, f"Correlation of brain score with benchmarks by kernel size. Pooling: "
+                    f"{POOLINGS.get(pooling, pooling)}", out, png, pdf, csv, pooling=pooling)
 
 
 def consistency_figure(matrices: dict[str, pd.DataFrame], n_models: dict[str, int], metric: str, source: str,
@@ -220,13 +216,8 @@ def consistency_figure(matrices: dict[str, pd.DataFrame], n_models: dict[str, in
         long.insert(0, "modality", modality)
         long["n_models"] = n
         rows.append(long)
-    fig.suptitle(f"Between-subject consistency of per-model brain scores ({metric}; {source})", fontsize=9)
-    fig.tight_layout()
-    _finish(fig, png, pdf)
-    out = pd.concat(rows, ignore_index=True)
-    out["source"] = source
-    write_csv(out, csv)
-    return out
+    return _publish(fig, f"Between-subject consistency of per-model brain scores ({metric}; {source})",
+                    pd.concat(rows, ignore_index=True), png, pdf, csv, source=source)
 
 
 def metric_heatmap_figure(corrs: dict[str, pd.DataFrame], png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
@@ -249,13 +240,8 @@ def metric_heatmap_figure(corrs: dict[str, pd.DataFrame], png: Path, pdf: Path, 
         long.columns = ["metric_a", "metric_b", "spearman_rho"]
         long.insert(0, "modality", modality)
         rows.append(long)
-    fig.suptitle("Spearman correlation between the metric variants over every (model, subject, layer, ROI)",
-                 fontsize=9)
-    fig.tight_layout()
-    _finish(fig, png, pdf)
-    out = pd.concat(rows, ignore_index=True)
-    write_csv(out, csv)
-    return out
+    return _publish(fig, "Spearman correlation between the metric variants over every (model, subject, layer, ROI)",
+                    pd.concat(rows, ignore_index=True), png, pdf, csv)
 
 
 def layer_figure(profiles: dict[str, pd.DataFrame], metric: str, png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
@@ -285,14 +271,10 @@ def layer_figure(profiles: dict[str, pd.DataFrame], metric: str, png: Path, pdf:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8, frameon=False)
-    fig.suptitle(f"Layer-wise alignment by Yeo-7 network ({metric}, mean over models, layers and ROIs; "
-                 "thin lines: subjects)", fontsize=9, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    _finish(fig, png, pdf)
-    out = pd.concat([p.assign(modality=m) for m, p in profiles.items()], ignore_index=True)
-    out["metric"] = metric
-    write_csv(out, csv)
-    return out
+    return _publish(fig, f"Layer-wise alignment by Yeo-7 network ({metric}, mean over models, layers and ROIs; "
+                    "thin lines: subjects)", pd.concat([p.assign(modality=m) for m, p in profiles.items()],
+                                                      ignore_index=True),
+                    png, pdf, csv, rect=(0, 0, 1, 0.93), title_kw={"x": 0.02, "ha": "left"}, metric=metric)
 
 
 def kernel_size_figure(changes: dict[str, pd.DataFrame], sigma_from: int, sigma_to: int, source: str,
@@ -334,13 +316,9 @@ def kernel_size_figure(changes: dict[str, pd.DataFrame], sigma_from: int, sigma_
         ax2.axvline(0, color="0.3", lw=0.8)
         ax2.invert_yaxis()
         ax2.set_xlabel("mean Δ z-normalised score per network (± SD over ROIs)")
-    fig.suptitle(f"Kernel size: change from cka_{sigma_from} to cka_{sigma_to} ({source})", fontsize=9)
-    fig.tight_layout()
-    _finish(fig, png, pdf)
-    out = pd.concat([c.assign(modality=m) for m, c in changes.items()], ignore_index=True)
-    out["sigma_from"], out["sigma_to"], out["source"] = sigma_from, sigma_to, source
-    write_csv(out, csv)
-    return out
+    return _publish(fig, f"Kernel size: change from cka_{sigma_from} to cka_{sigma_to} ({source})",
+                    pd.concat([c.assign(modality=m) for m, c in changes.items()], ignore_index=True), png, pdf, csv,
+                    sigma_from=sigma_from, sigma_to=sigma_to, source=source)
 
 
 def umap_figure(layers: pd.DataFrame, rois: pd.DataFrame, metric: str, png: Path, pdf: Path,
@@ -370,27 +348,27 @@ def umap_figure(layers: pd.DataFrame, rois: pd.DataFrame, metric: str, png: Path
     for ax in (a1, a2):
         ax.set_xlabel("UMAP 1 (a.u.)")
         ax.set_ylabel("UMAP 2 (a.u.)")
-    fig.suptitle(f"UMAP (cosine, min_dist 1) of {metric} profiles, mean over subjects", fontsize=9)
-    fig.tight_layout()
-    _finish(fig, png, pdf)
-    out = pd.concat([layers.assign(kind="layer"), rois.assign(kind="roi")], ignore_index=True)
-    out["metric"] = metric
-    write_csv(out, csv)
-    return out
+    return _publish(fig, f"UMAP (cosine, min_dist 1) of {metric} profiles, mean over subjects",
+                    pd.concat([layers.assign(kind="layer"), rois.assign(kind="roi")], ignore_index=True), png, pdf,
+                    csv, metric=metric)
 
 
-def trajectory_figure(traj: pd.DataFrame, metric: str, png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+def trajectory_figure(traj: pd.DataFrame, metric: str, png: Path, pdf: Path, csv: Path,
+                      leadlag: pd.DataFrame | None = None) -> pd.DataFrame:
     """Brain score (with 95% CI) and task performance vs training progress, one panel per run (family 9).
 
     ``traj`` is :func:`brainalign.analysis.trajectory`'s table plus ``x_label`` and
     ``performance_label`` per row. Both curves are also shown as a fraction of their final value
-    (the paper's point: alignment rises before performance), in the CSV as ``*_rel``.
+    (the paper's point: alignment rises before performance), in the CSV as ``*_rel``. With
+    ``leadlag`` (``results/stats/trajectory_leadlag.csv``) a second row of panels shows each curve
+    as the fraction of its final gain, with the times to 50% and 90% of it (brain: bootstrap 95% CI).
     """
     plt = _plt()
     runs = list(dict.fromkeys(traj["run"]))
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.6 * len(runs), 4.2), squeeze=False)
+    rows = 2 if leadlag is not None else 1
+    fig, axes = plt.subplots(rows, len(runs), figsize=(5.6 * len(runs), 4.2 * rows), squeeze=False)
     parts = []
-    for ax, run in zip(axes[0], runs, strict=True):
+    for col, (ax, run) in enumerate(zip(axes[0], runs, strict=True)):
         g = traj[traj["run"] == run].sort_values("step").copy()
         x = g["tokens"] if g["tokens"].notna().all() else g["step"]
         xlabel = "training tokens" if g["tokens"].notna().all() else g["x_label"].iloc[0]
@@ -415,15 +393,48 @@ def trajectory_figure(traj: pd.DataFrame, metric: str, png: Path, pdf: Path, csv
         if xlabel == "training tokens":
             ax.set_xscale("symlog", linthresh=max(float(x[x > 0].min()), 1.0) if (x > 0).any() else 1.0)
         ax.set_title(str(run), fontsize=10)
+        if leadlag is not None:
+            _leadlag_panel(axes[1][col], g, x, xlabel, leadlag[leadlag["run"].astype(str) == str(run)])
         parts.append(g)
-    fig.suptitle("Training trajectories: brain score (max over ROIs, mean over subjects and layers) and "
-                 "task performance", fontsize=9)
-    fig.tight_layout()
-    _finish(fig, png, pdf)
-    out = pd.concat(parts, ignore_index=True)
-    out["metric"] = metric
-    write_csv(out, csv)
-    return out
+    return _publish(fig, "Training trajectories: brain score (max over ROIs, mean over subjects and layers) and "
+                    "task performance", pd.concat(parts, ignore_index=True), png, pdf, csv, metric=metric)
+
+
+def _leadlag_panel(ax, g: pd.DataFrame, x, xlabel: str, ll: pd.DataFrame) -> None:
+    """Fraction of the final gain of brain score and performance, with the lead-lag crossing times."""
+    x = np.asarray(x, dtype=float)
+    for col, colour, label in (("brain_score", "tab:blue", "brain score"), ("performance", "tab:red", "performance")):
+        y = g[col].to_numpy(float)
+        if not np.isfinite(y).all() or y[-1] == y[0]:
+            continue
+        ax.plot(x, (y - y[0]) / (y[-1] - y[0]), color=colour, marker="o", ms=3, label=label)
+    est = ll.set_index("statistic") if len(ll) else pd.DataFrame()
+    for f in (0.5, 0.9):
+        ax.axhline(f, color="0.6", lw=0.6, ls=":")
+        for who, colour in (("brain", "tab:blue"), ("performance", "tab:red")):
+            key = f"{who}_t{round(100 * f)}"
+            if key in est.index and np.isfinite(est.loc[key, "estimate"]):
+                r = est.loc[key]
+                err = None
+                if np.isfinite(r["ci_low"]):
+                    err = [[r["estimate"] - r["ci_low"]], [r["ci_high"] - r["estimate"]]]
+                ax.errorbar([r["estimate"]], [f], xerr=err, color=colour, marker="|", ms=10, capsize=3, lw=1.2)
+    text = []
+    for f in (0.5, 0.9):
+        key = f"lead_t{round(100 * f)}"
+        if key in est.index and np.isfinite(est.loc[key, "estimate"]):
+            r = est.loc[key]
+            text.append(f"lead to {round(100 * f)}%: {r['estimate']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]")
+    if "xcorr_lag+0" in est.index and np.isfinite(est.loc["xcorr_lag+0", "estimate"]):
+        text.append(f"corr of changes (lag 0): {est.loc['xcorr_lag+0', 'estimate']:.2f}")
+    if not text:
+        text.append("no performance values: brain crossing times only")
+    ax.text(0.02, 0.98, "\n".join(text), transform=ax.transAxes, va="top", fontsize=7)
+    if xlabel == "training tokens":
+        ax.set_xscale("symlog", linthresh=max(float(x[x > 0].min()), 1.0) if (x > 0).any() else 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of the final gain")
+    ax.legend(fontsize=7, loc="lower right")
 
 
 ROBUSTNESS_INTERVALS = [  # (label, estimate column, low column, high column, colour)
@@ -468,8 +479,4 @@ def robustness_figure(table: pd.DataFrame, png: Path, pdf: Path, csv: Path) -> p
     axes[0, 0].legend(fontsize=6, loc="lower left")
     axes[-1, 0].set_xlabel("correlation of brain score with benchmark (95% intervals)")
     sigma = table["kernel_size"].iloc[0] if len(table) else ""
-    fig.suptitle(f"How robust is brain score vs benchmark? cka_{sigma}", fontsize=9)
-    fig.tight_layout()
-    _finish(fig, png, pdf)
-    write_csv(table, csv)
-    return table
+    return _publish(fig, f"How robust is brain score vs benchmark? cka_{sigma}", table, png, pdf, csv)

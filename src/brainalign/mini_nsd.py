@@ -190,7 +190,9 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
 
     # stimuli, stim info, captions
     with atomic_path(layout.stimuli) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("imgBrick", data=images, compression="gzip", compression_opts=1)
+        # one image per chunk: a reader of one image decompresses that image only
+        f.create_dataset("imgBrick", data=images, compression="gzip", compression_opts=1,
+                         chunks=(1, *images.shape[1:]))
     coco_ids = 100000 + rng.permutation(900000)[:n_images]
     coco_split = np.where(rng.random(n_images) < 0.85, "train2017", "val2017")
     info = pd.DataFrame({"cocoId": coco_ids, "cocoSplit": coco_split, "nsdId": kid - 1,

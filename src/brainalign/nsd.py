@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainalign.io import InputError, atomic_path, h5_loader, require_file
+from brainalign.io import InputError, Progress, atomic_path, h5_loader, require_file
 
 log = logging.getLogger("brainalign")
 
@@ -343,6 +343,7 @@ def load_roi_responses(
     # outside the split, so a session is added without copying its kept trials
     sums = np.zeros((stim_ids.size + 1, all_voxels.size), dtype=np.float32)
     counts = np.zeros(stim_ids.size + 1, dtype=np.int64)
+    progress = Progress(len(sessions), f"ingest {subject}", "sessions")
     for session in sessions:
         sess_trials = trials[trials["SESSION"] == session]
         betas = None  # the last session's betas go before the next one is read
@@ -364,6 +365,7 @@ def load_roi_responses(
         rows = np.array([row_of.get(int(k), stim_ids.size) for k in sess_trials["73KID"]], dtype=np.int64)
         np.add.at(sums, rows, betas)
         np.add.at(counts, rows, 1)
+        progress.step()
     del betas
     means = sums[:-1]  # a view: the spare row dropped
     means /= counts[:-1, None]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from brainalign.io import InputError, atomic_path, release_memory, write_csv, write_parquet
+from brainalign.io import InputError, Progress, atomic_path, release_memory, write_csv, write_parquet
 from brainalign.models import ModelEntry, load_registry, lookup
 from brainalign.nsd import NSDLayout
 
@@ -123,7 +123,8 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     nan = int(sum(np.isnan(m).sum() for m in mats.values()))
     if nan:
         log.warning("%s on %s: %d of %d measurements are NaN (a constant layer or parcel); they stay NaN in the "
-                    "table and every statistic leaves them out", model, subject, nan, sum(m.size for m in mats.values()))
+                    "table and every statistic leaves them out", model, subject, nan,
+                    sum(m.size for m in mats.values()))
     frames = []
     for metric, mat in mats.items():
         frames.append(pd.DataFrame({
@@ -136,6 +137,47 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
             "n_layers": len(layers),
         }))
     write_parquet(pd.concat(frames, ignore_index=True), out)
+
+
+def null_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metric: str, permutations: int,
+             seed: int, device: str, out: Path) -> None:
+    """Permutation nulls of one (subject, model): per layer x ROI the observed ``metric`` and its
+    null summary (:mod:`brainalign.nulls`), to parquet."""
+    from brainalign.features import feature_loaders, resolve_device
+    from brainalign.nsd import brain_loaders
+    from brainalign.nulls import null_scores, summarise
+    from brainalign.nulls import permutations as shuffles
+
+    ids, rois = brain_loaders(Path(brain_h5))
+    _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
+    perms = shuffles(len(ids), permutations, seed, subject)
+    try:
+        observed, null = null_scores(layers, list(rois.values()), metric, perms, resolve_device(device),
+                                     what=f"nulls {model} on {subject}")
+    except ValueError as exc:
+        raise InputError(f"{model} on {brain_h5}: {exc} (config key 'analysis: metric')") from None
+    summary = summarise(observed, null)
+    frame = pd.DataFrame({
+        "src_model": model, "tgt_model": subject, "metric": metric,
+        "src_feature": np.repeat(np.arange(len(layers)), len(rois)),
+        "tgt_feature": np.tile(list(rois), len(layers)),
+        "score": observed.reshape(-1), "n_null": permutations,
+    } | {k: v.reshape(-1) for k, v in summary.items()})
+    log.info("%s on %s: %d permutations, %d of %d measurements with p_perm = 1/(1+P)", model, subject,
+             permutations, int((summary["n_exceed"] == 0).sum()), observed.size)
+    write_parquet(frame, out)
+
+
+def null_stats(null_files: Sequence[Path], out: Path, parcels_out: Path) -> None:
+    """``results/stats/nulls_{modality}.parquet`` (every measurement's p-values and FDR q-values)
+    and ``..._parcels.csv`` (per subject, model and parcel: the fraction of significant layers)."""
+    from brainalign.nulls import null_tables
+
+    frame = pd.concat([pd.read_parquet(f) for f in null_files], ignore_index=True)
+    rows, parcels = null_tables(frame)
+    log.info("%d tests, %d significant after FDR (q_normal < 0.05)", len(rows), int(rows["significant"].sum()))
+    write_parquet(rows, out)
+    write_csv(parcels, parcels_out)
 
 
 def benchmark_columns(entry: ModelEntry) -> dict:
@@ -210,9 +252,11 @@ def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> Non
     reg = load_registry(registry)
     yeo = dict(zip(hcp_parcels()["name"], hcp_parcels()["yeo7"], strict=True))
     writer, schema, rows, expect = None, None, 0, None
+    progress = Progress(len(alignment_files), f"aggregate {Path(out).name}", "job files")
     with atomic_path(out) as tmp:
         try:
             for i, f in enumerate(alignment_files):
+                progress.step()
                 df = pd.read_parquet(f)
                 expect = _check_job_file(f, df, expect)
                 model = df["src_model"].iloc[0]

@@ -38,7 +38,8 @@ def run(snakemake, stage: Callable[[], None]) -> None:
 
 def disk_full(exc: OSError) -> bool:
     """Whether ``exc`` says the disk or the quota is full (h5py puts errno 28 in its message only)."""
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc) or "errno = 28" in str(exc)
+    text = str(exc)
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in text or "errno = 28" in text
 
 
 def _fail(message: str) -> None:

@@ -103,7 +103,8 @@ def write_table(path: Path, modality: str, models: Sequence[str], metrics: Seque
     rois, yeo = list(parcels["name"]), list(parcels["yeo7"])
     yeo_names = sorted(set(yeo))
     yeo_codes = np.array([yeo_names.index(y) for y in yeo])
-    subjects = SUBJECTS[:n_subjects] if n_subjects <= len(SUBJECTS) else [f"subj{i:02d}" for i in range(1, n_subjects + 1)]
+    subjects = (SUBJECTS[:n_subjects] if n_subjects <= len(SUBJECTS)
+                else [f"subj{i:02d}" for i in range(1, n_subjects + 1)])
     planted = _planted(modality, models, metrics, rng)
     lo, hi = LAYER_RANGES[modality]
     n_layers = {m: (layers or {}).get(m) or int(rng.integers(lo, hi + 1)) for m in models}
@@ -190,7 +191,7 @@ def write_tables(out_dir: str | Path, n_vision: int | None = None, n_language: i
         planted["vision_trained"] = write_table(
             out_dir / "vision_trained.parquet", "vision", mixnet, names, n_subjects, n_rois, seed + 3, False,
             layers={m: 8 for m in mixnet},
-            extra_columns={"run": {m: "mixnet_s.run0" for m in mixnet}, "step": dict(zip(mixnet, epochs))})
+            extra_columns={"run": {m: "mixnet_s.run0" for m in mixnet}, "step": dict(zip(mixnet, epochs, strict=True))})
     for name, df in planted.items():
         write_csv(df, out_dir / f"planted_scores_{name}.csv")
     return planted

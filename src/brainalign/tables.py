@@ -466,11 +466,17 @@ def checkpoint_info(path: str | Path, registries: Sequence[str | Path] = (), con
 
 def trajectory(path: str | Path, checkpoints: pd.DataFrame, metric: str, con=None) -> pd.DataFrame:
     """As :func:`brainalign.analysis.trajectory`, from one table out of core."""
-    from scipy import stats as sps
 
     layers = layer_scores(path, [metric], con, models=list(checkpoints["src_model"]))
     if layers.empty:
         raise ValueError(f"no {metric} rows for the checkpoint models {list(checkpoints['src_model'])[:3]} ...")
+    return trajectory_from_layers(layers, checkpoints)
+
+
+def trajectory_from_layers(layers: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.DataFrame:
+    """:func:`trajectory` from the checkpoints' :func:`layer_scores` rows of one metric."""
+    from scipy import stats as sps
+
     agg = layers.groupby("src_model")["roi_max"].agg(["mean", "std", "count"])
     half = sps.t.ppf(0.975, np.maximum(agg["count"] - 1, 1)) * agg["std"] / np.sqrt(agg["count"])
     out = checkpoints.set_index("src_model").join(pd.DataFrame({

@@ -24,15 +24,15 @@ rule check_table:
         lambda w: table_path(w.modality, w.kind),
     output:
         f"{RESULTS}/checks/{{modality}}_{{kind}}.json",
-    wildcard_constraints:
-        kind=r"all|trained",
-    threads: 2
     log:
         f"{RESULTS}/logs/check_table/{{modality}}_{{kind}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/check_table/{{modality}}_{{kind}}.tsv"
+    wildcard_constraints:
+        kind=r"all|trained",
     conda:
         "../../envs/analysis.yaml"
+    threads: 2
     script:
         "../../scripts/check_table.py"
 
@@ -61,15 +61,15 @@ else:
             check=lambda w: check_path(w.modality),
         output:
             f"{RESULTS}/stats/model_scores_{{modality}}.csv",
-        params:
-            pooling=ANALYSIS["pooling"],
-        threads: 2
         log:
             f"{RESULTS}/logs/model_scores/{{modality}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/model_scores/{{modality}}.tsv"
         conda:
             "../../envs/analysis.yaml"
+        threads: 2
+        params:
+            pooling=ANALYSIS["pooling"],
         script:
             "../../scripts/model_scores.py"
 
@@ -98,14 +98,14 @@ rule robustness:
         registry=FAMILY_REGISTRIES,
     output:
         f"{RESULTS}/stats/robustness_sigma{{sigma}}.csv",
-    params:
-        resamples=ANALYSIS["resamples"],
-        seed=ANALYSIS["resamples_seed"],
     log:
         f"{RESULTS}/logs/stats/robustness_sigma{{sigma}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/stats/robustness_sigma{{sigma}}.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        resamples=ANALYSIS["resamples"],
+        seed=ANALYSIS["resamples_seed"],
     script:
         "../../scripts/robustness.py"

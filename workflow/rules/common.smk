@@ -17,37 +17,29 @@ RESULTS = config.get("results", "results/from_tables" if TABLES_FROM else "resul
 NSD_ROOT = config["nsd_root"]
 LAYOUT = NSDLayout(NSD_ROOT, config.get("coco_annotations"))
 IS_DEFAULT_MINI = os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD)
-SESSIONS = config.get("sessions", "all")  # all | [1, 2, ...] | {max: 37} (the paper's sessions)
+SESSIONS = config["sessions"]  # all | [1, 2, ...] | {max: 37} (the paper's sessions)
 # NSD's FreeSurfer folder is optional: without it ingest takes the package's HCP-MMP1 names and
 # the brain maps (which need the fsaverage annotation) are left out
 HAS_LABEL_TABLE = IS_DEFAULT_MINI or os.path.exists(LAYOUT.parcel_table)
 SPLIT = config["split"]
 SUBJECTS = list(config["subjects"])
-REGISTRY_FILE = config.get("model_registry", "config/models.yaml")  # one file or a list
+REGISTRY_FILE = config["model_registry"]  # one file or a list
 REGISTRY_FILES = [REGISTRY_FILE] if isinstance(REGISTRY_FILE, str) else list(REGISTRY_FILE)
 DEVICE = config["device"]
 # auto: GPU jobs ask the scheduler for a GPU and use it when one is visible, else the CPU
 USE_GPU = DEVICE.startswith("cuda") or DEVICE == "auto"
 # fmri: measure everything from NSD and the models; paper: start from the paper's per-model scores
-SCORES_FROM = config.get("scores_from", "fmri")
-ANALYSIS = {
-    "metric": "cka_36",
-    "pooling": "max_roi_mean_layer",
-    "vision_benchmark": "imagenet",
-    "language_benchmark": "Average ⬆️",
-    "kernel_sizes": [28, 68],
-    "umap_seed": 0,
-    "resamples": 10000,
-    "resamples_seed": 0,
-} | config.get("analysis", {})
+SCORES_FROM = config["scores_from"]
+# every default comes from workflow/schemas/config.schema.yaml (filled in by validate_config)
+ANALYSIS = config["analysis"]
 # registry files that name the models' families (robustness statistics): the config's, then the paper's
 FAMILY_REGISTRIES = REGISTRY_FILES + [
-    p for p in ("config/registry/paper_vision.yaml", "config/registry/paper_language.yaml")
+    p
+    for p in ("config/registry/paper_vision.yaml", "config/registry/paper_language.yaml")
     if os.path.isfile(p) and p not in REGISTRY_FILES
 ]
-MINI = {"seed": 0, "vision_model": "tf_efficientnet_lite0", "language_model": "all-MiniLM-L6-v2"} | config.get(
-    "mini_nsd", {}
-)
+NULL_PERMUTATIONS = int(config["null_permutations"])
+MINI = config["mini_nsd"]
 
 
 def _fail(msg):
@@ -74,8 +66,10 @@ try:
     _mini_only = [m for mod in MODELS for m in MODELS[mod] if REGISTRY[m].extra.get("train") == "mini_nsd"]
     if _mini_only and not _mini_release and not config.get("tables_from"):
         MODELS = {mod: [m for m in names if m not in _mini_only] for mod, names in MODELS.items()}
-        _warn(f"models {_mini_only[0]} .. ({len(_mini_only)}) are trained on the mini-NSD's images and cannot run on "
-              f"nsd_root={NSD_ROOT}: left out (remove them from vision_models to silence this)")
+        _warn(
+            f"models {_mini_only[0]} .. ({len(_mini_only)}) are trained on the mini-NSD's images and cannot run on "
+            f"nsd_root={NSD_ROOT}: left out (remove them from vision_models to silence this)"
+        )
     METRICS = [s.name for s in resolve_metrics(config["metrics"])]
 except (InputError, ValueError) as exc:
     _fail(str(exc))
@@ -92,8 +86,10 @@ def _tables_mode():
     if SCORES_FROM == "paper":
         _fail("config keys 'tables_from' and 'scores_from: paper' exclude each other (use one)")
     if not os.path.isdir(TABLES_FROM):
-        _fail(f"config key 'tables_from': {TABLES_FROM} is not a directory (it must hold vision_all.parquet "
-              "and/or language_all.parquet in the paper's schema)")
+        _fail(
+            f"config key 'tables_from': {TABLES_FROM} is not a directory (it must hold vision_all.parquet "
+            "and/or language_all.parquet in the paper's schema)"
+        )
     found = {}
     for mod in ("vision", "language"):
         for kind in ("all", "trained"):
@@ -145,16 +141,34 @@ wildcard_constraints:
 
 
 # Registry keys that do not change a model's features (benchmark-side metadata).
-NOT_FEATURE_KEYS = {"benchmark", "gpus", "family", "params", "params_source", "arch", "arch_source", "img_size",
-                    "in_paper", "in_chatbot_arena", "chance_benchmarks"}
+NOT_FEATURE_KEYS = {
+    "benchmark",
+    "gpus",
+    "family",
+    "params",
+    "params_source",
+    "arch",
+    "arch_source",
+    "img_size",
+    "in_paper",
+    "in_chatbot_arena",
+    "chance_benchmarks",
+}
 
 
 def registry_entry(wildcards):
     """The model's registry entry minus benchmark metadata: a params rerun trigger for this model only
     (a registry *file* as input would rerun every model's features whenever any entry changes)."""
     e = REGISTRY[wildcards.model]
-    entry = {"modality": e.modality, "source": e.source, "architecture": e.architecture, "weights": e.weights,
-             "seed": e.seed, "gpus": e.gpus, "benchmark": e.benchmark} | e.extra
+    entry = {
+        "modality": e.modality,
+        "source": e.source,
+        "architecture": e.architecture,
+        "weights": e.weights,
+        "seed": e.seed,
+        "gpus": e.gpus,
+        "benchmark": e.benchmark,
+    } | e.extra
     return {k: v for k, v in entry.items() if k not in NOT_FEATURE_KEYS}
 
 
@@ -174,9 +188,16 @@ def training_runs():
             continue
         if e.extra["train"] != "mini_nsd":
             _fail(f"model {m!r}: 'train: {e.extra['train']}' is unknown (the workflow trains on: mini_nsd)")
-        run = runs.setdefault(e.extra["run"], {"dir": os.path.dirname(e.weights), "architecture": e.architecture,
-                                               "epochs": [], "input_size": int(e.extra.get("input_size", 96)),
-                                               "seed": e.seed})
+        run = runs.setdefault(
+            e.extra["run"],
+            {
+                "dir": os.path.dirname(e.weights),
+                "architecture": e.architecture,
+                "epochs": [],
+                "input_size": int(e.extra.get("input_size", 96)),
+                "seed": e.seed,
+            },
+        )
         run["epochs"].append(int(e.extra["epoch"]))
     return runs
 
@@ -192,11 +213,27 @@ def checkpoint_models():
         if "epoch" in x:
             summary = x.get("summary")
             trained = x.get("train") or (summary and os.path.exists(summary))
-            out.append({"src_model": m, "run": x["run"], "step": int(x["epoch"]), "tokens": None,
-                        "x_label": "training epoch", "summary": summary if trained else None})
+            out.append(
+                {
+                    "src_model": m,
+                    "run": x["run"],
+                    "step": int(x["epoch"]),
+                    "tokens": None,
+                    "x_label": "training epoch",
+                    "summary": summary if trained else None,
+                }
+            )
         elif "step" in x:
-            out.append({"src_model": m, "run": REGISTRY[m].architecture, "step": int(x["step"]),
-                        "tokens": x.get("tokens"), "x_label": "training step", "summary": None})
+            out.append(
+                {
+                    "src_model": m,
+                    "run": REGISTRY[m].architecture,
+                    "step": int(x["step"]),
+                    "tokens": x.get("tokens"),
+                    "x_label": "training step",
+                    "summary": None,
+                }
+            )
     return out
 
 
@@ -223,6 +260,17 @@ def noise_ceiling_files():
     return [f"{RESULTS}/stats/noise_ceiling/{SPLIT}/{s}.csv" for s in SUBJECTS]
 
 
+def null_files(modality):
+    return expand(f"{RESULTS}/nulls/{SPLIT}/{{subject}}/{{model}}.parquet", subject=SUBJECTS, model=MODELS[modality])
+
+
+def null_stats_files():
+    """Permutation nulls of the headline metric (measured runs with ``null_permutations > 0``)."""
+    if TABLES_FROM or SCORES_FROM == "paper" or not NULL_PERMUTATIONS:
+        return []
+    return [f"{RESULTS}/stats/nulls_{mod}{end}" for mod in TABLE_MODALITIES for end in (".parquet", "_parcels.csv")]
+
+
 def table_files():
     return [] if TABLES_FROM else [table_path(mod) for mod in TABLE_MODALITIES]
 
@@ -243,8 +291,11 @@ def stats_files():
     if SCORES_FROM == "paper":
         sigmas = [20, 28, 36, 44, 52, 60, 68, 76, 84, 92, 100]
     elif TABLES_FROM:  # every kernel size both tables hold
-        sigmas = [int(m[4:]) for m in METRICS if m.startswith("cka_")
-                  and all(m in TABLE_METRICS[(mod, "all")] for mod in TABLE_MODALITIES)]
+        sigmas = [
+            int(m[4:])
+            for m in METRICS
+            if m.startswith("cka_") and all(m in TABLE_METRICS[(mod, "all")] for mod in TABLE_MODALITIES)
+        ]
     else:  # the analysis metric's kernel size; any other is one target away
         sigmas = [int(ANALYSIS["metric"][4:])] if ANALYSIS["metric"] in METRICS else []
     return [f"{RESULTS}/stats/correlation_sigma{s}.csv" for s in sigmas] + robustness_file()
@@ -285,7 +336,8 @@ def trajectory_inputs(wildcards=None):
     if TABLES_FROM:
         mods = trained_tables()
         return {f"{m}_trained": table_path(m, "trained") for m in mods} | {
-            f"{m}_trained_check": check_path(m, "trained") for m in mods}
+            f"{m}_trained_check": check_path(m, "trained") for m in mods
+        }
     return measured_tables()
 
 
@@ -323,6 +375,11 @@ def figure_families():
     return out
 
 
+def leadlag_files():
+    """The lead-lag table of the training runs, wherever the trajectory figure is built."""
+    return [f"{RESULTS}/stats/trajectory_leadlag.csv"] if "trajectories" in figure_families() else []
+
+
 def brain_map_inputs(wildcards):
     atlas = {"lh": LAYOUT.fsaverage_labels("lh"), "rh": LAYOUT.fsaverage_labels("rh"), "ctab": LAYOUT.parcel_table}
     if SCORES_FROM != "paper":
@@ -340,8 +397,10 @@ def brain_map_files():
         if IS_DEFAULT_MINI or not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
             return []
     elif not IS_DEFAULT_MINI and not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
-        _warn(f"brain maps left out: {LAYOUT.fsaverage_labels('lh')} not found (download NSD's "
-              "nsddata/freesurfer/fsaverage/label/ to draw them)")
+        _warn(
+            f"brain maps left out: {LAYOUT.fsaverage_labels('lh')} not found (download NSD's "
+            "nsddata/freesurfer/fsaverage/label/ to draw them)"
+        )
         return []
     if SCORES_FROM == "paper":
         mods, kinds = ["vision", "language"], ["change"]
@@ -351,16 +410,23 @@ def brain_map_files():
             kinds.append("score")
         if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):
             kinds.append("change")
-    return [f"{figure_stem('brain_maps', f'{m}_{k}')}.{ext}" for m in mods for k in kinds
-            for ext in ("png", "pdf", "csv")]
+    ceiling = ["noise_ceiling"] if SCORES_FROM != "paper" and not TABLES_FROM and noise_ceiling_files() else []
+    return [
+        f"{figure_stem('brain_maps', stem)}.{ext}"
+        for stem in [f"{m}_{k}" for m in mods for k in kinds] + ceiling
+        for ext in ("png", "pdf", "csv")
+    ]
 
 
 def figure_files():
-    return [f"{figure_stem(FIGURE_DIR.get(f, f), FIGURES[f])}.{ext}" for f in figure_families()
-            for ext in ("png", "pdf", "csv")] + brain_map_files()
+    return [
+        f"{figure_stem(FIGURE_DIR.get(f, f), FIGURES[f])}.{ext}"
+        for f in figure_families()
+        for ext in ("png", "pdf", "csv")
+    ] + brain_map_files()
 
 
 def all_targets():
     if SCORES_FROM == "paper":
         return stats_files() + figure_files()
-    return table_files() + noise_ceiling_files() + stats_files() + figure_files()
+    return table_files() + noise_ceiling_files() + null_stats_files() + stats_files() + leadlag_files() + figure_files()

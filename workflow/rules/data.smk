@@ -1,26 +1,25 @@
 # NSD: the mini-NSD generator (default target only), stimuli and ROI responses per subject.
 from brainalign.pipeline import mini_nsd_outputs
 
-
 if IS_DEFAULT_MINI:
 
     rule mini_nsd:
         output:
             truth=f"{DEFAULT_MINI_NSD}/ground_truth.json",
             release=mini_nsd_outputs(DEFAULT_MINI_NSD),
-        params:
-            root=lambda w, output: os.path.dirname(output.truth),
-            registry=REGISTRY_FILES,
-            seed=MINI["seed"],
-            vision_model=MINI["vision_model"],
-            language_model=MINI["language_model"],
-        threads: 2
         log:
             f"{RESULTS}/logs/mini_nsd.log",
         benchmark:
             f"{RESULTS}/benchmarks/mini_nsd.tsv"
         conda:
             "../../envs/data.yaml"
+        threads: 2
+        params:
+            root=lambda w, output: os.path.dirname(output.truth),
+            registry=REGISTRY_FILES,
+            seed=MINI["seed"],
+            vision_model=MINI["vision_model"],
+            language_model=MINI["language_model"],
         script:
             "../../scripts/make_mini_nsd.py"
 
@@ -30,16 +29,16 @@ rule stimuli:
         lambda w: [str(p) for p in LAYOUT.stimulus_inputs(w.subject)],
     output:
         f"{RESULTS}/stimuli/{{split}}/{{subject}}.csv",
-    params:
-        nsd_root=NSD_ROOT,
-        sessions=SESSIONS,
-        coco_annotations=str(LAYOUT.coco_annotations),
     log:
         f"{RESULTS}/logs/stimuli/{{split}}/{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/stimuli/{{split}}/{{subject}}.tsv"
     conda:
         "../../envs/data.yaml"
+    params:
+        nsd_root=NSD_ROOT,
+        sessions=SESSIONS,
+        coco_annotations=str(LAYOUT.coco_annotations),
     script:
         "../../scripts/stimuli.py"
 
@@ -49,14 +48,14 @@ rule noise_ceiling:
         lambda w: [str(p) for p in LAYOUT.subject_inputs(w.subject, HAS_LABEL_TABLE) + [LAYOUT.ncsnr(w.subject)]],
     output:
         f"{RESULTS}/stats/noise_ceiling/{{split}}/{{subject}}.csv",
-    params:
-        nsd_root=NSD_ROOT,
-        sessions=SESSIONS,
-        rois=config["rois"],
     log:
         f"{RESULTS}/logs/noise_ceiling/{{split}}/{{subject}}.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        nsd_root=NSD_ROOT,
+        sessions=SESSIONS,
+        rois=config["rois"],
     script:
         "../../scripts/noise_ceiling.py"
 
@@ -66,16 +65,16 @@ rule ingest:
         lambda w: [str(p) for p in LAYOUT.subject_inputs(w.subject, HAS_LABEL_TABLE)],
     output:
         f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
-    params:
-        nsd_root=NSD_ROOT,
-        sessions=SESSIONS,
-        rois=config["rois"],
-        zscore_sessions=config.get("zscore_sessions", False),
     log:
         f"{RESULTS}/logs/ingest/{{split}}/{{subject}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{split}}/{{subject}}.tsv"
     conda:
         "../../envs/data.yaml"
+    params:
+        nsd_root=NSD_ROOT,
+        sessions=SESSIONS,
+        rois=config["rois"],
+        zscore_sessions=config["zscore_sessions"],
     script:
         "../../scripts/ingest.py"

@@ -8,18 +8,18 @@ rule features:
         trained=trained_weights,
     output:
         expand(f"{RESULTS}/features/{{{{split}}}}/{{subject}}/{{{{model}}}}.h5", subject=SUBJECTS),
-    params:
-        registry=REGISTRY_FILES,
-        entry=registry_entry,
-        device=DEVICE,
-    threads: 2
-    resources:
-        gpu=model_gpus,
     log:
         f"{RESULTS}/logs/features/{{split}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/features/{{split}}/{{model}}.tsv"
     conda:
         "../../envs/features.yaml"
+    threads: 2
+    resources:
+        gpu=model_gpus,
+    params:
+        registry=REGISTRY_FILES,
+        entry=registry_entry,
+        device=DEVICE,
     script:
         "../../scripts/features.py"

@@ -13,16 +13,16 @@ rule figure_performance:
         scores=score_files(),
     output:
         **figure_outputs("performance", FIGURES["performance"], "performance"),
-    params:
-        family="performance",
-        benchmarks={"vision": ANALYSIS["vision_benchmark"], "language": ANALYSIS["language_benchmark"]},
-        **FIGURE_PARAMS,
     log:
         f"{RESULTS}/logs/figures/performance.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures/performance.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        **FIGURE_PARAMS,
+        family="performance",
+        benchmarks={"vision": ANALYSIS["vision_benchmark"], "language": ANALYSIS["language_benchmark"]},
     script:
         "../../scripts/figure.py"
 
@@ -32,15 +32,15 @@ rule figure_performance_sigma:
         scores=score_files(),
     output:
         **figure_outputs("performance", FIGURES["performance_sigma"], "performance_sigma"),
-    params:
-        family="performance_sigma",
-        **FIGURE_PARAMS,
     log:
         f"{RESULTS}/logs/figures/performance_sigma.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures/performance_sigma.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        **FIGURE_PARAMS,
+        family="performance_sigma",
     script:
         "../../scripts/figure.py"
 
@@ -50,15 +50,15 @@ rule figure_robustness:
         robustness=robustness_file()[0] if robustness_file() else [],
     output:
         **figure_outputs("robustness", FIGURES["robustness"], "robustness"),
-    params:
-        family="robustness",
-        **FIGURE_PARAMS,
     log:
         f"{RESULTS}/logs/figures/robustness.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures/robustness.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        **FIGURE_PARAMS,
+        family="robustness",
     script:
         "../../scripts/figure.py"
 
@@ -74,19 +74,19 @@ for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
             unpack(measured_tables) if SCORES_FROM != "paper" else [],
         output:
             **figure_outputs(_family, FIGURES[_family], _family),
-        params:
-            family=_family,
-            sigma_from=KERNEL_FROM,
-            sigma_to=KERNEL_TO,
-            seed=ANALYSIS["umap_seed"],
-            **FIGURE_PARAMS,
-        threads: 2
         log:
             f"{RESULTS}/logs/figures/{_family}.log",
         benchmark:
             f"{RESULTS}/benchmarks/figures/{_family}.tsv"
         conda:
             "../../envs/analysis.yaml"
+        threads: 2
+        params:
+            **FIGURE_PARAMS,
+            family=_family,
+            sigma_from=KERNEL_FROM,
+            sigma_to=KERNEL_TO,
+            seed=ANALYSIS["umap_seed"],
         script:
             "../../scripts/figure.py"
 
@@ -98,22 +98,43 @@ rule figure_brain_map:
         unpack(brain_map_inputs),
     output:
         **figure_outputs("brain_maps", "{modality}_{kind}", "brain_maps"),
+    log:
+        f"{RESULTS}/logs/figures/brain_map_{{modality}}_{{kind}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/brain_map_{{modality}}_{{kind}}.tsv"
+    wildcard_constraints:
+        kind=r"score|change",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 2
     params:
+        **FIGURE_PARAMS,
         family="brain_map",
         modality="{modality}",
         kind="{kind}",
         sigma_from=KERNEL_FROM,
         sigma_to=KERNEL_TO,
-        **FIGURE_PARAMS,
-    threads: 2
-    wildcard_constraints:
-        kind=r"score|change",
+    script:
+        "../../scripts/figure.py"
+
+
+# The noise-ceiling map: NSD's per-parcel ceiling (rule noise_ceiling), mean over subjects.
+rule figure_ceiling_map:
+    input:
+        lh=str(LAYOUT.fsaverage_labels("lh")),
+        rh=str(LAYOUT.fsaverage_labels("rh")),
+        ctab=str(LAYOUT.parcel_table),
+        ceilings=noise_ceiling_files(),
+    output:
+        **figure_outputs("brain_maps", "noise_ceiling", "ceiling_map"),
     log:
-        f"{RESULTS}/logs/figures/brain_map_{{modality}}_{{kind}}.log",
+        f"{RESULTS}/logs/figures/ceiling_map.log",
     benchmark:
-        f"{RESULTS}/benchmarks/figures/brain_map_{{modality}}_{{kind}}.tsv"
+        f"{RESULTS}/benchmarks/figures/ceiling_map.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        family="ceiling_map",
     script:
         "../../scripts/figure.py"
 
@@ -121,23 +142,52 @@ rule figure_brain_map:
 # Training trajectories: the selected checkpoint models (vision epochs with the run's timm
 # summary.csv as performance; Pythia steps with their token counts), one panel per run; in
 # tables mode the models of {vision,language}_trained.parquet.
-rule figure_trajectories:
+TRAJECTORY_PARAMS = {
+    "checkpoints": [] if TABLES_FROM else checkpoint_models(),
+    "registries": sorted(set(REGISTRY_FILES) | {str(p) for p in Path("config/registry").glob("*.yaml")}),
+}
+
+
+# Lead-lag of alignment and performance per training run (brainalign.leadlag).
+rule trajectory_leadlag:
     input:
         unpack(trajectory_inputs),
         summaries=[] if TABLES_FROM else sorted({c["summary"] for c in checkpoint_models() if c["summary"]}),
     output:
-        **figure_outputs("trajectories", FIGURES["trajectories"], "trajectories"),
-    params:
-        family="trajectories",
-        checkpoints=[] if TABLES_FROM else checkpoint_models(),
-        registries=sorted(set(REGISTRY_FILES) | {str(p) for p in Path("config/registry").glob("*.yaml")}),
-        **FIGURE_PARAMS,
+        report(f"{RESULTS}/stats/trajectory_leadlag.csv", caption="../report/leadlag.rst", category="trajectories"),
+    log:
+        f"{RESULTS}/logs/stats/trajectory_leadlag.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/trajectory_leadlag.tsv"
+    conda:
+        "../../envs/analysis.yaml"
     threads: 2
+    params:
+        **TRAJECTORY_PARAMS,
+        **FIGURE_PARAMS,
+        resamples=ANALYSIS["resamples"],
+        seed=ANALYSIS["resamples_seed"],
+    script:
+        "../../scripts/leadlag.py"
+
+
+rule figure_trajectories:
+    input:
+        unpack(trajectory_inputs),
+        summaries=[] if TABLES_FROM else sorted({c["summary"] for c in checkpoint_models() if c["summary"]}),
+        leadlag=f"{RESULTS}/stats/trajectory_leadlag.csv",
+    output:
+        **figure_outputs("trajectories", FIGURES["trajectories"], "trajectories"),
     log:
         f"{RESULTS}/logs/figures/trajectories.log",
     benchmark:
         f"{RESULTS}/benchmarks/figures/trajectories.tsv"
     conda:
         "../../envs/analysis.yaml"
+    threads: 2
+    params:
+        **TRAJECTORY_PARAMS,
+        **FIGURE_PARAMS,
+        family="trajectories",
     script:
         "../../scripts/figure.py"

@@ -13,6 +13,12 @@ for _run, _spec in TRAINING_RUNS.items():
         output:
             checkpoints=[f"{_spec['dir']}/checkpoint-{e}.pth.tar" for e in sorted(_spec["epochs"])],
             summary=f"{_spec['dir']}/summary.csv",
+        log:
+            f"{RESULTS}/logs/training/{_run}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/training/{_run}.tsv"
+        conda:
+            "../../envs/features.yaml"
         params:
             # the release root, from nsddata/experiments/nsd/nsd_stim_info_merged.csv
             nsd_root=lambda w, input: str(Path(input.stim_info).parents[3]),
@@ -20,11 +26,5 @@ for _run, _spec in TRAINING_RUNS.items():
             epochs=sorted(_spec["epochs"]),
             image_size=_spec["input_size"],
             seed=_spec["seed"],
-        log:
-            f"{RESULTS}/logs/training/{_run}.log",
-        benchmark:
-            f"{RESULTS}/benchmarks/training/{_run}.tsv"
-        conda:
-            "../../envs/features.yaml"
         script:
             "../../scripts/train.py"

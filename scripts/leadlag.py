@@ -1,0 +1,5 @@
+from brainalign.figure_stages import leadlag_table
+from brainalign.runner import run
+
+s = snakemake  # noqa: F821
+run(s, lambda: leadlag_table(dict(s.input.items()), s.output[0], dict(s.params.items())))
