@@ -144,9 +144,14 @@ def test_permutation_nulls_flag_the_planted_parcels_and_not_the_noise_only_one(d
             assert r["significant"] and r["p_perm"] == pytest.approx(1 / 21), (parcel, subject)
         mine = parcels[(parcels.src_model == planted["model"]) & (parcels.tgt_feature == parcel)]
         assert (mine["fraction_significant"] > 0.5).all(), parcel
+    # the noise-only parcel: exact p-values uniform; with nearly every other test a discovery, BH's
+    # threshold approaches alpha, so its tests pass at about the nominal rate (7.5% in the demo), no more
     control = rows.xs("4", level="tgt_feature")
-    assert control["significant"].mean() <= 0.05
-    assert 0.3 < control["p_perm"].mean() < 0.7
+    assert 0.4 < control["p_perm"].mean() < 0.6
+    assert (control["p_perm"] <= 1 / 21 + 1e-12).mean() < 0.1
+    assert control["significant"].mean() < 0.15
+    planted_rate = rows[rows.index.get_level_values("tgt_feature") != "4"]["significant"].mean()
+    assert planted_rate > 0.9 and planted_rate > 6 * control["significant"].mean()
     # the observed score is the table's, and one null mean recomputed here from the job's inputs
     table = pd.read_parquet(demo_run / "results/tables/vision_all.parquet", filters=[("metric", "==", "cka_36")])
     table = plain(table).set_index(key)["score"]
