@@ -314,3 +314,36 @@ def test_noise_ceiling_is_nsds_formula_for_the_repeats_averaged(release):
     assert noise_ceiling(np.array([0.0]), np.array([1]))[0] == 0.0
     with pytest.raises(InputError, match="ncsnr.nii.gz"):
         parcel_noise_ceilings(release, "subj02", ["V1"], "paper")
+
+
+def test_halves_hold_the_odd_numbered_trials_of_each_image(release, tmp_path):
+    """Half A = each image's 1st, 3rd, ... trial in session order (image 1 is shown twice in
+    session 1, images 3 and 4 once per session); half B follows from the mean; the file keeps both."""
+    from brainalign.ceiling import halves
+    from brainalign.nsd import read_roi_responses, write_brain
+
+    got = read_roi_responses(release, "subj01", ["V2"], "all", halves=True)
+    voxels = np.flatnonzero(LABELS.reshape(-1) == 4)
+    trials = [(s, k) for s, ks in SESSIONS.items() for k in ks]
+    for i, kid in enumerate(got.stim_ids):
+        mine = [s for s, k in trials if k == kid]
+        assert got.repeats[i] == len(mine)
+        odd = mine[0::2]
+        assert got.repeats_a[i] == len(odd)
+        want = np.mean([[raw_beta(int(kid), v, s) for v in voxels] for s in odd], axis=0) / 300.0
+        np.testing.assert_allclose(got.half_a["V2"][i], want, rtol=1e-6)
+    keep, a, b = halves(got.rois["V2"], got.half_a["V2"], got.repeats, got.repeats_a)
+    assert got.stim_ids[keep].tolist() == [1, 3, 4]
+    for row, kid in enumerate(got.stim_ids[keep]):
+        even = [s for s, k in trials if k == kid][1::2]
+        want = np.mean([[raw_beta(int(kid), v, s) for v in voxels] for s in even], axis=0) / 300.0
+        np.testing.assert_allclose(b[row], want, rtol=1e-5)
+    path = tmp_path / "brain.h5"
+    write_brain(path, "subj01", "all", got.stim_ids, got.rois, got)
+    with h5py.File(path) as f:
+        assert f["repeats"][()].tolist() == got.repeats.tolist()
+        np.testing.assert_array_equal(f["half_a/V2"][()], got.half_a["V2"])
+    # without halves nothing extra is held
+    plain = read_roi_responses(release, "subj01", ["V2"], "all")
+    assert plain.half_a is None
+    np.testing.assert_array_equal(plain.rois["V2"], got.rois["V2"])

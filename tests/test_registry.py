@@ -187,10 +187,11 @@ def test_paper_config_dry_run_plans_every_model(tmp_path):
     counts = job_counts(dry.stdout)
     per_model = {"ingest": 4, "stimuli": 4, "features": n_models, "align": 4 * n_models, "aggregate": 2}
     assert {rule: counts[rule] for rule in per_model} == per_model
-    # the rest (statistics, robustness, the lead-lag table, figures, all: 21 jobs; no nulls) does not grow
-    # with the number of models
+    # the rest (split-half ceilings per subject; statistics, robustness, per-ROI scores, the lead-lag table,
+    # figures, all: 29 jobs; no nulls) does not grow with the number of models
     assert "null" not in counts and counts["trajectory_leadlag"] == 1
-    assert counts["total"] - sum(per_model.values()) == 21
+    assert counts["split_half_ceiling"] == 4 and counts["roi_scores"] == 2
+    assert counts["total"] - sum(per_model.values()) == 29
     assert seconds < 30, f"dry-run of the paper config took {seconds:.1f} s"
 
 

@@ -88,6 +88,17 @@ def test_consistency_depth_rois_profiles_equal_the_pandas_analysis(table_path, f
     assert got[["tgt_model", "yeo7", "relative_src_feature"]].values.tolist() == \
         want[["tgt_model", "yeo7", "relative_src_feature"]].values.tolist()
 
+    # ceiling-normalised: every score over its (subject, ROI) ceiling; ROIs without one left out
+    pairs = frame[["tgt_model", "tgt_feature"]].drop_duplicates().reset_index(drop=True)
+    pairs["ceiling"] = np.linspace(0.5, 0.9, len(pairs))
+    pairs.loc[::4, "ceiling"] = np.nan
+    got = tables.depth_profiles(table_path, "cka_36", ceilings=pairs)
+    scaled = frame.merge(pairs, on=["tgt_model", "tgt_feature"]).dropna(subset=["ceiling"])
+    scaled = scaled.assign(score=scaled["score"] / scaled["ceiling"])
+    want = analysis.layer_profiles(scaled, "cka_36")
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-12)
+    assert got["n"].tolist() == want["n"].tolist()
+
     got = tables.roi_scores(table_path, ["cka_28", "cka_68"])
     want = analysis.roi_scores(frame, ["cka_28", "cka_68"])
     keys = ["metric", "tgt_feature", "tgt_model"]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,8 +40,9 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
 EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4, "train_mini_nsd_cnn": 1, "features": 11,
                  "align": N_ALIGN, "null": N_ALIGN, "null_stats": 2, "aggregate": 2, "check_table": 2,
                  "model_scores": 2, "correlation_stats": 1, "robustness": 1, "trajectory_leadlag": 1,
+                 "split_half_ceiling": 4, "roi_scores": 2,
                  **{rule: 1 for rule in FIGURES},
-                 "figure_brain_map": 4, "figure_ceiling_map": 1, "all": 1}
+                 "figure_brain_map": 6, "figure_ceiling_map": 1, "all": 1}
 EXPECTED_JOBS["total"] = sum(EXPECTED_JOBS.values())
 
 
@@ -120,6 +122,101 @@ def test_ceiling_map_is_the_mean_of_the_subjects_ceilings(demo_run):
     np.testing.assert_allclose(got.loc[want.index, "value"], want)
     assert got.loc["4", "value"] == pytest.approx(0, abs=1e-3)
     assert all(got.loc[p, "value"] == pytest.approx(75, abs=1e-3) for p, t in truth.items() if t)
+
+
+def test_split_half_ceiling_recomputed_from_the_raw_trials(demo_run):
+    """One subject and two parcels, from the release's own files (label volume, responses.tsv, the
+    session betas), with the halves built here: odd-numbered trials of each image vs the rest."""
+    import nibabel as nib
+
+    from brainalign.metrics import score_matrices
+
+    nsd, subject = demo_run / "results/mini_nsd", "subj05"
+    got = pd.read_csv(demo_run / f"results/stats/split_half_ceiling/paper/{subject}.csv").set_index("roi")
+    ctab = (nsd / "nsddata/freesurfer/fsaverage/label/HCP_MMP1.mgz.ctab").read_text().split("\n")
+    index = {line.split()[1]: int(line.split()[0]) for line in ctab if line.strip()}
+    labels = np.asanyarray(nib.load(nsd / f"nsddata/ppdata/{subject}/func1pt8mm/roi/HCP_MMP1.nii.gz").dataobj)
+    labels = np.round(labels).reshape(-1)
+    trials = pd.read_csv(nsd / f"nsddata/ppdata/{subject}/behav/responses.tsv", sep="\t")
+    betas_dir = nsd / f"nsddata_betas/ppdata/{subject}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
+    sessions = [np.asanyarray(nib.load(betas_dir / f"betas_session{k:02d}.nii.gz").dataobj)
+                for k in sorted(trials["SESSION"].unique())]
+    flat = np.concatenate([b.reshape(-1, b.shape[-1]).T for b in sessions]) / 300.0  # trials x voxels
+    with h5py.File(demo_run / f"results/brain/paper/{subject}.h5") as f:
+        ids = f["stimulus_ids"][()]
+    assert len(flat) == len(trials)
+    for roi in ("V1", "4"):
+        vox = np.flatnonzero(labels == index[roi])
+        a, b = [], []
+        for kid in ids:
+            rows = np.flatnonzero(trials["73KID"].to_numpy() == kid)  # session order
+            a.append(flat[rows[0::2]][:, vox].mean(0))
+            b.append(flat[rows[1::2]][:, vox].mean(0))
+        s = score_matrices([np.array(a)], [np.array(b)], ["cka_36"])["cka_36"][0, 0]
+        assert got.loc[roi, "split_half"] == pytest.approx(s, abs=1e-4)
+        assert got.loc[roi, "n_images"] == len(ids) == 420
+        assert (got.loc[roi, "m_a"], got.loc[roi, "m_b"], got.loc[roi, "m"]) == (2, 1, 3)
+
+
+def test_split_half_ceilings_and_normalised_scores_on_the_planted_parcels(demo_run):
+    """Planted parcels: a ceiling that beats every shuffle in every subject, and no model above it;
+    the noise-only parcel: a split-half score at its chance level, no ceiling, no normalised score.
+    The normalised brain map is the subjects' mean of the per-ROI table."""
+    truth = json.loads((demo_run / "results/mini_nsd/ground_truth.json").read_text())["parcels"]
+    subjects = ("subj01", "subj02", "subj05", "subj07")
+    ceil = pd.concat([pd.read_csv(demo_run / f"results/stats/split_half_ceiling/paper/{s}.csv") for s in subjects])
+    assert len(ceil) == 4 * 12
+    planted = ceil[ceil["roi"] != "4"]
+    assert np.allclose(planted["p_split_half"], 1 / 11) and (planted["ceiling"] > 0.8).all()
+    control = ceil[ceil["roi"] == "4"]
+    assert (control["split_half"] - control["split_half_null"]).abs().mean() < 0.02
+    for mod in ("vision", "language"):
+        rois = pd.read_csv(demo_run / f"results/stats/roi_scores_{mod}.csv")
+        assert len(rois) == 4 * 12
+        # independent: the per-ROI score is the mean over models of the best layer, from the table
+        table = pd.read_parquet(demo_run / f"results/tables/{mod}_all.parquet",
+                                columns=["src_model", "tgt_model", "metric", "tgt_feature", "score"])
+        table = table[table.metric == "cka_36"]
+        want = table.groupby(["tgt_model", "tgt_feature", "src_model"])["score"].max().groupby(
+            ["tgt_model", "tgt_feature"]).mean()
+        rois = rois.set_index(["tgt_model", "tgt_feature"])
+        np.testing.assert_allclose(rois.loc[want.index, "score"], want, rtol=1e-6)
+        c = ceil.set_index(["subject", "roi"])["ceiling"]
+        ok = [i for i in want.index if i[1] != "4"]
+        np.testing.assert_allclose(rois.loc[ok, "normalised_score"], want[ok] / c.loc[ok].to_numpy(), rtol=1e-6)
+        assert rois.loc[[i for i in want.index if i[1] == "4"], "normalised_score"].isna().all()
+        assert rois.loc[ok, "noise_ceiling"].eq(75.0).all()
+        best = table.groupby(["tgt_model", "tgt_feature"])["score"].max()
+        assert (best.loc[ok] <= c.loc[ok].to_numpy() + 0.02).all()  # no model beats a noise-free one
+        mapped = pd.read_csv(demo_run / f"results/figures/brain_maps/{mod}_normalised.csv").set_index("tgt_feature")
+        mean = rois["normalised_score"].groupby(level="tgt_feature").mean()
+        np.testing.assert_allclose(mapped.loc[mean.index, "value"], mean, rtol=1e-6)
+        assert {p for p, t in truth.items() if t} <= set(mapped.index[mapped["value"].notna()])
+
+
+def test_layer_profiles_normalised_by_the_ceilings(demo_run, tmp_path):
+    """``analysis.normalise_layers``: the layer figure's numbers are the mean over (model, layer, ROI)
+    of score / ceiling, recomputed here with pandas from the table and the ceiling files."""
+    from brainalign.figure_stages import layers
+
+    subjects = ("subj01", "subj02", "subj05", "subj07")
+    ceilings = [str(demo_run / f"results/stats/split_half_ceiling/paper/{s}.csv") for s in subjects]
+    inputs = {m: str(demo_run / f"results/tables/{m}_all.parquet") for m in MODELS}
+    inputs |= {f"{m}_check": str(demo_run / f"results/checks/{m}_all.json") for m in MODELS} | {"ceilings": ceilings}
+    out = {k: str(tmp_path / f"layers.{k}") for k in ("png", "pdf", "csv")}
+    layers(inputs, out, {"metric": "cka_36", "normalise_layers": True})
+    got = pd.read_csv(out["csv"])
+    ceil = pd.concat([pd.read_csv(c) for c in ceilings])
+    ceil = ceil[ceil["p_split_half"] <= 0.1].rename(columns={"subject": "tgt_model", "roi": "tgt_feature"})
+    for mod in MODELS:
+        t = pd.read_parquet(inputs[mod])
+        t = t[t.metric == "cka_36"].merge(ceil[["tgt_model", "tgt_feature", "ceiling"]],
+                                          on=["tgt_model", "tgt_feature"])
+        assert "4" not in set(t["tgt_feature"])  # the control parcel has no ceiling
+        want = (t["score"] / t["ceiling"]).groupby([t["tgt_model"], t["yeo7"], t["relative_src_feature"]]).mean()
+        mine = got[got["modality"] == mod].set_index(["tgt_model", "yeo7", "relative_src_feature"])["score"]
+        np.testing.assert_allclose(mine.loc[want.index], want, rtol=1e-9)
+        assert len(mine) == len(want)
 
 
 def test_permutation_nulls_flag_the_planted_parcels_and_not_the_noise_only_one(demo_run):

@@ -88,13 +88,56 @@ def metrics(inputs: dict, outputs: dict, params: dict) -> None:
 
 
 def layers(inputs: dict, outputs: dict, params: dict) -> None:
+    """Layer profiles (family 5); with ``params['normalise_layers']`` each score as a fraction of its
+    (subject, parcel) split-half ceiling (``inputs['ceilings']``, reliable ceilings only)."""
     metric = params["metric"]
     con = tables.connect()
+    ceilings = None
+    if params.get("normalise_layers"):
+        ceilings = reliable_ceilings(inputs["ceilings"])
     profiles = {}
     for mod, path in _tables(inputs).items():
         _require(_info(inputs, mod, con), [metric])
-        profiles[mod] = tables.depth_profiles(path, metric, con)
-    figures.layer_figure(profiles, metric, *_paths(outputs))
+        profiles[mod] = tables.depth_profiles(path, metric, con, ceilings)
+    figures.layer_figure(profiles, metric, *_paths(outputs), normalised=ceilings is not None)
+
+
+# a parcel's split-half ceiling is used where its split-half score beats this share of the shuffles
+CEILING_P = 0.1
+
+
+def reliable_ceilings(paths) -> pd.DataFrame:
+    """The split-half ceilings of several subjects (:func:`brainalign.ceiling.read_ceilings`), NaN
+    where the parcel's split-half score is not above chance (``p_split_half > CEILING_P``)."""
+    from brainalign.ceiling import read_ceilings
+
+    df = read_ceilings(paths)
+    df["reliable"] = df["p_split_half"] <= CEILING_P
+    df["ceiling"] = df["ceiling"].where(df["reliable"] & (df["ceiling"] > 0))
+    return df
+
+
+def roi_score_table(inputs: dict, out: Path, params: dict) -> None:
+    """``results/stats/roi_scores_{modality}.csv``: per (subject, parcel) the headline metric's
+    per-ROI score (:func:`brainalign.tables.roi_scores`: mean over models of the best layer), its
+    split-half ceiling and the ceiling-normalised score ``score / ceiling`` (NaN where the ceiling is
+    not above chance), NSD's noise ceiling (percent of variance) where the release has ncsnr."""
+    from brainalign.io import write_csv
+
+    metric = params["metric"]
+    con = tables.connect()
+    _require(_info({"table": inputs["table"], "table_check": inputs["check"]}, "table", con), [metric])
+    rois = tables.roi_scores(inputs["table"], [metric], con)
+    ceil = reliable_ceilings(inputs["ceilings"]).drop(columns="metric")
+    rois = rois.merge(ceil, on=["tgt_model", "tgt_feature"], how="left")
+    rois["normalised_score"] = rois["score"] / rois["ceiling"]
+    nsd = inputs.get("nsd_ceilings") or []
+    if len(nsd):
+        nc = pd.concat([pd.read_csv(f) for f in nsd], ignore_index=True)
+        nc = nc.rename(columns={"subject": "tgt_model", "roi": "tgt_feature"})[["tgt_model", "tgt_feature",
+                                                                                "noise_ceiling"]]
+        rois = rois.merge(nc, on=["tgt_model", "tgt_feature"], how="left")
+    write_csv(rois, out)
 
 
 def roi_tables(inputs: dict, params: dict, metrics: list[str]) -> tuple[dict[str, pd.DataFrame], str]:
@@ -176,6 +219,15 @@ def brain_map(inputs: dict, outputs: dict, params: dict) -> None:
         title = f"{modality} models: change of z-normalised score, cka_{a} -> cka_{b}\n({source})"
         label, cmap, symmetric = "Δ z-normalised score (mean over subjects)", "RdBu_r", True
         table = ch.assign(value=ch["norm_mean"])
+    elif kind == "normalised":
+        per = pd.read_csv(inputs["scores"])
+        table = (per.groupby(["tgt_feature", "yeo7"], dropna=False)
+                 .agg(value=("normalised_score", "mean"), score=("score", "mean"), ceiling=("ceiling", "mean"),
+                      n_subjects=("normalised_score", "count")).reset_index())
+        values = table.set_index("tgt_feature")["value"].dropna()
+        title = (f"{modality} models: {metric} per ROI as a fraction of its split-half ceiling\n"
+                 "(mean over subjects; blank: no ceiling above chance)")
+        label, cmap, symmetric = f"{metric} / ceiling", "viridis", False
     else:
         rois, source = roi_tables({modality: inputs.get("table"), f"{modality}_check": inputs.get("check")}, params,
                                   [metric])

@@ -244,8 +244,10 @@ def metric_heatmap_figure(corrs: dict[str, pd.DataFrame], png: Path, pdf: Path, 
                     pd.concat(rows, ignore_index=True), png, pdf, csv)
 
 
-def layer_figure(profiles: dict[str, pd.DataFrame], metric: str, png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
-    """Score vs relative depth (eighths) per Yeo-7 network: vision vs language, per subject (family 5)."""
+def layer_figure(profiles: dict[str, pd.DataFrame], metric: str, png: Path, pdf: Path, csv: Path,
+                 normalised: bool = False) -> pd.DataFrame:
+    """Score vs relative depth (eighths) per Yeo-7 network: vision vs language, per subject (family 5);
+    ``normalised``: the scores are fractions of each parcel's split-half ceiling."""
     plt = _plt()
     present = set().union(*(set(p["yeo7"].dropna()) for p in profiles.values()))
     networks = [n for n in YEO7_ORDER if n in present] + sorted(present - set(YEO7_ORDER))
@@ -265,13 +267,14 @@ def layer_figure(profiles: dict[str, pd.DataFrame], metric: str, png: Path, pdf:
         ax.set_title(net, fontsize=10)
         ax.set_xticks(range(8))
         ax.set_xlabel("relative depth (eighths of the model)")
-        ax.set_ylabel(f"{metric} (unitless)")
+        ax.set_ylabel(f"{metric} / split-half ceiling" if normalised else f"{metric} (unitless)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(networks):]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", fontsize=8, frameon=False)
-    return _publish(fig, f"Layer-wise alignment by Yeo-7 network ({metric}, mean over models, layers and ROIs; "
+    scale = ", as a fraction of each ROI's split-half ceiling" if normalised else ""
+    return _publish(fig, f"Layer-wise alignment by Yeo-7 network ({metric}{scale}, mean over models, layers and ROIs; "
                     "thin lines: subjects)", pd.concat([p.assign(modality=m) for m, p in profiles.items()],
                                                       ignore_index=True),
                     png, pdf, csv, rect=(0, 0, 1, 0.93), title_kw={"x": 0.02, "ha": "left"}, metric=metric)

@@ -309,6 +309,22 @@ def subject_parcels(layout: NSDLayout, subject: str, rois: str | list[str]) -> t
     return volume, parcel_voxels(volume, table, roi_names)
 
 
+@dataclass
+class BrainResponses:
+    """One subject's ingested responses (:func:`read_roi_responses`).
+
+    ``stim_ids``: 73KIDs; ``rois``: per parcel the (n_stimuli, n_voxels) mean over each image's
+    trials; ``repeats``: the trials averaged per image; with ``halves``, ``half_a`` holds per parcel
+    the mean of each image's odd-numbered trials (1st, 3rd, ...) and ``repeats_a`` their count, so
+    the even-numbered half is ``(repeats * mean - repeats_a * half_a) / (repeats - repeats_a)``."""
+
+    stim_ids: np.ndarray
+    rois: dict[str, np.ndarray]
+    repeats: np.ndarray
+    half_a: dict[str, np.ndarray] | None = None
+    repeats_a: np.ndarray | None = None
+
+
 def load_roi_responses(
     layout: NSDLayout,
     subject: str,
@@ -327,6 +343,23 @@ def load_roi_responses(
 
     Peak memory ~ 4 bytes x n_stimuli x n_roi_voxels (running sums) plus one session.
     """
+    got = read_roi_responses(layout, subject, rois, split, zscore_sessions, sessions)
+    return got.stim_ids, got.rois
+
+
+def read_roi_responses(
+    layout: NSDLayout,
+    subject: str,
+    rois: str | list[str],
+    split: str,
+    zscore_sessions: bool = False,
+    sessions=None,
+    halves: bool = False,
+) -> BrainResponses:
+    """As :func:`load_roi_responses`, with the repeat counts and, with ``halves``, the mean of
+    each image's odd-numbered trials (trials in session order), for split-half ceilings
+    (:mod:`brainalign.ceiling`). ``halves`` doubles the running sums: peak memory ~ 8 bytes x
+    n_stimuli x n_roi_voxels plus one session."""
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
     _, voxels_by_roi = subject_parcels(layout, subject, rois)
@@ -343,6 +376,8 @@ def load_roi_responses(
     # outside the split, so a session is added without copying its kept trials
     sums = np.zeros((stim_ids.size + 1, all_voxels.size), dtype=np.float32)
     counts = np.zeros(stim_ids.size + 1, dtype=np.int64)
+    half_sums = np.zeros_like(sums) if halves else None
+    counts_a = np.zeros_like(counts)
     progress = Progress(len(sessions), f"ingest {subject}", "sessions")
     for session in sessions:
         sess_trials = trials[trials["SESSION"] == session]
@@ -363,23 +398,34 @@ def load_roi_responses(
         if zscore_sessions:
             betas = (betas - betas.mean(0)) / (betas.std(0) + 1e-8)
         rows = np.array([row_of.get(int(k), stim_ids.size) for k in sess_trials["73KID"]], dtype=np.int64)
+        if halves:  # a trial's position among its image's trials so far: even positions are half A
+            position = counts[rows] + pd.Series(rows).groupby(rows).cumcount().to_numpy()
+            rows_a = np.where(position % 2 == 0, rows, stim_ids.size)
+            np.add.at(half_sums, rows_a, betas)
+            np.add.at(counts_a, rows_a, 1)
         np.add.at(sums, rows, betas)
         np.add.at(counts, rows, 1)
         progress.step()
     del betas
     means = sums[:-1]  # a view: the spare row dropped
     means /= counts[:-1, None]
+    if halves:
+        half_means = half_sums[:-1]
+        half_means /= counts_a[:-1, None]
 
-    out, start = {}, 0
+    out, half, start = {}, {}, 0
     for roi, vox in voxels_by_roi.items():
         out[roi] = means[:, start : start + vox.size]
+        if halves:
+            half[roi] = half_means[:, start : start + vox.size]
         start += vox.size
         if not out[roi].any():
             raise InputError(
                 f"{layout.parcel_volume(subject)}: parcel {roi!r} ({vox.size} voxels) has zero betas in every "
                 f"session: the label volume is not in the betas' space (use this subject's func1pt8mm HCP_MMP1.nii.gz)"
             )
-    return stim_ids, out
+    return BrainResponses(stim_ids, out, counts[:-1].copy(), half if halves else None,
+                          counts_a[:-1].copy() if halves else None)
 
 
 def roi_of_column(voxels_by_roi: dict[str, np.ndarray], column: int) -> str:
@@ -422,8 +468,10 @@ def subject_stimuli(layout: NSDLayout, subject: str, split: str, sessions=None) 
     return read_captions(layout, select_stimuli(trials, exp["sharedix"], split))
 
 
-def write_brain(path: Path, subject: str, split: str, stim_ids: np.ndarray, rois: dict[str, np.ndarray]) -> None:
-    """Write one subject's ROI responses: ``stimulus_ids`` and ``roi/<name>`` (n x v float32)."""
+def write_brain(path: Path, subject: str, split: str, stim_ids: np.ndarray, rois: dict[str, np.ndarray],
+                responses: BrainResponses | None = None) -> None:
+    """Write one subject's ROI responses: ``stimulus_ids`` and ``roi/<name>`` (n x v float32); from
+    ``responses`` also ``repeats`` and, where it has halves, ``repeats_a`` and ``half_a/<name>``."""
     import h5py
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -433,6 +481,12 @@ def write_brain(path: Path, subject: str, split: str, stim_ids: np.ndarray, rois
         f["stimulus_ids"] = stim_ids.astype(np.int64)
         for name, arr in rois.items():
             f[f"roi/{name}"] = arr
+        if responses is not None:
+            f["repeats"] = responses.repeats.astype(np.int64)
+            if responses.half_a is not None:
+                f["repeats_a"] = responses.repeats_a.astype(np.int64)
+                for name, arr in responses.half_a.items():
+                    f[f"half_a/{name}"] = arr
 
 
 def read_brain(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:

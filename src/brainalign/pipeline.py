@@ -63,13 +63,28 @@ def write_stimuli(nsd_root: Path, subject: str, split: str, out: Path, sessions=
 
 
 def ingest(nsd_root: Path, subject: str, split: str, rois, zscore_sessions: bool, out: Path,
-           sessions=None) -> None:
-    """One subject's per-ROI responses, averaged over repeats, to HDF5."""
-    from brainalign.nsd import load_roi_responses, write_brain
+           sessions=None, halves: bool = True) -> None:
+    """One subject's per-ROI responses, averaged over repeats, to HDF5; with ``halves`` also the
+    mean of each image's odd-numbered trials, for the split-half ceilings."""
+    from brainalign.nsd import read_roi_responses, write_brain
 
-    ids, responses = load_roi_responses(NSDLayout(nsd_root), subject, rois, split, zscore_sessions, sessions)
-    log.info("%s: %d stimuli, %d ROIs", subject, len(ids), len(responses))
-    write_brain(Path(out), subject, split, ids, responses)
+    got = read_roi_responses(NSDLayout(nsd_root), subject, rois, split, zscore_sessions, sessions, halves)
+    log.info("%s: %d stimuli, %d ROIs, %d with 2+ trials", subject, len(got.stim_ids), len(got.rois),
+             int((got.repeats >= 2).sum()))
+    write_brain(Path(out), subject, split, got.stim_ids, got.rois, got)
+
+
+def split_half_ceilings(brain_h5: Path, metric: str, out: Path, device: str = "cpu", permutations: int = 10,
+                        seed: int = 0) -> None:
+    """``results/stats/split_half_ceiling/{split}/{subject}.csv``: per parcel the metric between
+    the two halves of each image's trials and the ceiling it implies
+    (:func:`brainalign.ceiling.split_half_table`)."""
+    from brainalign.ceiling import split_half_table
+
+    table = split_half_table(Path(brain_h5), metric, device, permutations, seed)
+    log.info("%s: split-half ceiling of %s %.3f (median over %d parcels)", table["subject"].iloc[0], metric,
+             table["ceiling"].median(), len(table))
+    write_csv(table, Path(out))
 
 
 def noise_ceilings(nsd_root: Path, subject: str, split: str, rois, out: Path, sessions=None) -> None:

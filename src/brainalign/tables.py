@@ -313,14 +313,25 @@ def model_benchmarks(path: str | Path, columns: Sequence[str], con=None) -> pd.D
     return con.execute(query).df().set_index("src_model")
 
 
-def depth_profiles(path: str | Path, metric: str, con=None) -> pd.DataFrame:
+def depth_profiles(path: str | Path, metric: str, con=None, ceilings: pd.DataFrame | None = None) -> pd.DataFrame:
     """As :func:`brainalign.analysis.layer_profiles`: mean score per (subject, Yeo-7 network,
-    depth eighth). Columns ``tgt_model, yeo7, relative_src_feature, score, n``."""
+    depth eighth). Columns ``tgt_model, yeo7, relative_src_feature, score, n``. With ``ceilings``
+    (columns ``tgt_model, tgt_feature, ceiling``; NaN where a parcel has none) each score is first
+    divided by its (subject, parcel) ceiling; parcels without one are left out."""
     con = con or connect()
+    source = f"read_parquet({_lit(path)})"
+    if ceilings is not None:
+        con.register("ceilings_view", ceilings[["tgt_model", "tgt_feature", "ceiling"]].assign(
+            ceiling=lambda d: d["ceiling"].where(d["ceiling"] > 0)))
+        source = (f"(SELECT t.tgt_model, t.tgt_feature, t.yeo7, t.relative_src_feature, t.metric, "
+                  f"t.score / c.ceiling AS score FROM {source} t JOIN ceilings_view c "
+                  "ON t.tgt_model = c.tgt_model AND t.tgt_feature = c.tgt_feature WHERE c.ceiling IS NOT NULL)")
     df = _df(con, "SELECT tgt_model, yeo7, relative_src_feature, avg(score) FILTER (WHERE NOT isnan(score)) AS score,"
                   " count(score) FILTER (WHERE NOT isnan(score)) AS n "
-                  f"FROM read_parquet({_lit(path)}) {_metric_filter([metric])} GROUP BY ALL "
+                  f"FROM {source} {_metric_filter([metric])} GROUP BY tgt_model, yeo7, relative_src_feature "
                   "ORDER BY tgt_model, yeo7, relative_src_feature")
+    if ceilings is not None:
+        con.unregister("ceilings_view")
     if df.empty:
         raise ValueError(f"no rows for metric {metric!r} in the table")
     return df

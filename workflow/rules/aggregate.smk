@@ -109,3 +109,22 @@ rule robustness:
         seed=ANALYSIS["resamples_seed"],
     script:
         "../../scripts/robustness.py"
+
+
+# Per-ROI scores of the headline metric with their split-half ceilings and the ceiling-normalised
+# score (measured runs).
+rule roi_scores:
+    input:
+        unpack(roi_score_inputs),
+    output:
+        f"{RESULTS}/stats/roi_scores_{{modality}}.csv",
+    log:
+        f"{RESULTS}/logs/stats/roi_scores_{{modality}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/roi_scores_{{modality}}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        metric=ANALYSIS["metric"],
+    script:
+        "../../scripts/roi_scores.py"

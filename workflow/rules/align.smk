@@ -22,6 +22,30 @@ rule align:
         "../../scripts/align.py"
 
 
+# Split-half ceilings: per subject and parcel, the headline metric between the two halves of each
+# image's trials, and the ceiling it implies (brainalign.ceiling).
+rule split_half_ceiling:
+    input:
+        f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
+    output:
+        f"{RESULTS}/stats/split_half_ceiling/{{split}}/{{subject}}.csv",
+    log:
+        f"{RESULTS}/logs/split_half_ceiling/{{split}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/split_half_ceiling/{{split}}/{{subject}}.tsv"
+    conda:
+        "../../envs/align.yaml"
+    resources:
+        gpu=1 if USE_GPU else 0,
+    params:
+        metric=ANALYSIS["metric"],
+        permutations=ANALYSIS["ceiling_permutations"],
+        seed=ANALYSIS["resamples_seed"],
+        device=DEVICE,
+    script:
+        "../../scripts/split_half_ceiling.py"
+
+
 # Permutation nulls (config null_permutations > 0): the headline metric with the brain's stimulus
 # order shuffled, per (subject, model); then per modality the FDR over every test.
 rule null:

@@ -260,6 +260,29 @@ def noise_ceiling_files():
     return [f"{RESULTS}/stats/noise_ceiling/{SPLIT}/{s}.csv" for s in SUBJECTS]
 
 
+def split_half_files():
+    """The headline metric's split-half ceilings per subject (measured runs)."""
+    if TABLES_FROM or SCORES_FROM == "paper":
+        return []
+    return [f"{RESULTS}/stats/split_half_ceiling/{SPLIT}/{s}.csv" for s in SUBJECTS]
+
+
+def roi_score_files():
+    """Per-ROI scores with their ceilings (measured runs whose metrics include the headline one)."""
+    if not split_half_files() or ANALYSIS["metric"] not in METRICS:
+        return []
+    return [f"{RESULTS}/stats/roi_scores_{mod}.csv" for mod in TABLE_MODALITIES]
+
+
+def roi_score_inputs(wildcards):
+    return {
+        "table": table_path(wildcards.modality),
+        "check": check_path(wildcards.modality),
+        "ceilings": split_half_files(),
+        "nsd_ceilings": noise_ceiling_files(),
+    }
+
+
 def null_files(modality):
     return expand(f"{RESULTS}/nulls/{SPLIT}/{{subject}}/{{model}}.parquet", subject=SUBJECTS, model=MODELS[modality])
 
@@ -331,6 +354,12 @@ def measured_tables(wildcards=None):
     return out | {f"{mod}_check": check_path(mod) for mod in TABLE_MODALITIES}
 
 
+def layer_inputs(wildcards=None):
+    """The layer figure's tables, and the split-half ceilings when it normalises by them."""
+    ceilings = split_half_files() if ANALYSIS["normalise_layers"] else []
+    return measured_tables() | ({"ceilings": ceilings} if ceilings else {})
+
+
 def trajectory_inputs(wildcards=None):
     """The trajectory figure's tables: the checkpoint tables in tables mode, else the measured ones."""
     if TABLES_FROM:
@@ -382,7 +411,9 @@ def leadlag_files():
 
 def brain_map_inputs(wildcards):
     atlas = {"lh": LAYOUT.fsaverage_labels("lh"), "rh": LAYOUT.fsaverage_labels("rh"), "ctab": LAYOUT.parcel_table}
-    if SCORES_FROM != "paper":
+    if wildcards.kind == "normalised":
+        atlas["scores"] = f"{RESULTS}/stats/roi_scores_{wildcards.modality}.csv"
+    elif SCORES_FROM != "paper":
         atlas["table"] = table_path(wildcards.modality)
         atlas["check"] = check_path(wildcards.modality)
     return {k: str(v) for k, v in atlas.items()}
@@ -408,6 +439,8 @@ def brain_map_files():
         mods = TABLE_MODALITIES
         if ANALYSIS["metric"] in METRICS:
             kinds.append("score")
+        if roi_score_files():
+            kinds.append("normalised")
         if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):
             kinds.append("change")
     ceiling = ["noise_ceiling"] if SCORES_FROM != "paper" and not TABLES_FROM and noise_ceiling_files() else []
@@ -429,4 +462,13 @@ def figure_files():
 def all_targets():
     if SCORES_FROM == "paper":
         return stats_files() + figure_files()
-    return table_files() + noise_ceiling_files() + null_stats_files() + stats_files() + leadlag_files() + figure_files()
+    return (
+        table_files()
+        + noise_ceiling_files()
+        + split_half_files()
+        + roi_score_files()
+        + null_stats_files()
+        + stats_files()
+        + leadlag_files()
+        + figure_files()
+    )

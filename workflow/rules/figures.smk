@@ -71,7 +71,7 @@ for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
         name:
             f"figure_{_family}"
         input:
-            unpack(measured_tables) if SCORES_FROM != "paper" else [],
+            unpack(layer_inputs if _family == "layers" else measured_tables) if SCORES_FROM != "paper" else [],
         output:
             **figure_outputs(_family, FIGURES[_family], _family),
         log:
@@ -87,12 +87,14 @@ for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
             sigma_from=KERNEL_FROM,
             sigma_to=KERNEL_TO,
             seed=ANALYSIS["umap_seed"],
+            normalise_layers=ANALYSIS["normalise_layers"],
         script:
             "../../scripts/figure.py"
 
 
 # Brain maps: per-ROI values on fsaverage5 through NSD's HCP-MMP1 annotation (brainalign.brainmap);
-# kind = the headline metric's per-ROI score, or the kernel-size change.
+# kind = the headline metric's per-ROI score, the score as a fraction of its split-half ceiling
+# (normalised), or the kernel-size change.
 rule figure_brain_map:
     input:
         unpack(brain_map_inputs),
@@ -103,7 +105,7 @@ rule figure_brain_map:
     benchmark:
         f"{RESULTS}/benchmarks/figures/brain_map_{{modality}}_{{kind}}.tsv"
     wildcard_constraints:
-        kind=r"score|change",
+        kind=r"score|change|normalised",
     conda:
         "../../envs/analysis.yaml"
     threads: 2
