@@ -15,6 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """``BRAINALIGN_NO_SKIPS=1`` (set by .ci/run): a skipped test fails, naming its reason, so CI
+    cannot pass with the SLURM cluster (or anything else) silently left out."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("BRAINALIGN_NO_SKIPS") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped where BRAINALIGN_NO_SKIPS=1 (CI): {reason}"
+
+
 def copy_workflow(dest: Path) -> Path:
     """The workflow, config and scripts, copied so each run has its own results/."""
     dest.mkdir(parents=True, exist_ok=True)

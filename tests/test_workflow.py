@@ -24,6 +24,11 @@ MODELS = {"vision": ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_effic
                      "tf_efficientnet_lite0.untrained"],
           "language": ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2.untrained", "all-MiniLM-L6-v2.untrained-seed1"]}
 N_ALIGN = 4 * (len(MODELS["vision"]) + len(MODELS["language"]) + 4)  # + the trained CNN's 4 checkpoints
+# layers read per model (MiniLM: embeddings + 6 blocks; EfficientNet-Lite: 7; the mobilenetv3_small_050
+# checkpoints: 6) and the mini-NSD's parcels: known constants, not read from the table they check
+N_LAYERS = {**{m: 7 for m in MODELS["vision"] + MODELS["language"]},
+            **{f"mini_nsd_cnn@epoch{e}": 6 for e in (1, 2, 4, 8)}}
+N_PARCELS = 12
 FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside each)
     "figure_performance": "results/figures/performance/brain_score_vs_benchmark.png",
     "figure_performance_sigma": "results/figures/performance/correlation_by_sigma.png",
@@ -65,8 +70,9 @@ def test_tables_hold_one_row_per_measurement(demo_run):
         assert set(table["src_model"]) == models
         assert set(table["tgt_model"]) == {"subj01", "subj02", "subj05", "subj07"}
         n_layers = table.groupby("src_model")["src_feature"].nunique()
-        n_rois = table["tgt_feature"].nunique()
-        assert len(table) == 4 * n_layers.sum() * n_rois * 27
+        assert n_layers.to_dict() == {m: N_LAYERS[m] for m in models}
+        assert table["tgt_feature"].nunique() == N_PARCELS
+        assert len(table) == 4 * sum(N_LAYERS[m] for m in models) * N_PARCELS * 27
         assert table["relative_src_feature"].between(0, 7).all()
         assert table["score"].notna().all()
     vision = pd.read_parquet(demo_run / "results/tables/vision_all.parquet")
