@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast check bench bench-analysis bench-scale dryrun-paper registry lint clean
+.PHONY: venv demo test test-fast check bench bench-analysis bench-scale dryrun-paper registry lint clean weights
 
 venv: $(VENV)/.installed
 
@@ -52,6 +52,12 @@ bench-analysis: venv
 # Peak RSS and time of ingest (full cortex) and of a 9,000-image feature job on a synthetic release of NSD's shape.
 bench-scale: venv
 	$(BIN)/python -m brainalign.bench_scale $(BENCH_ARGS)
+
+# Fetch the weights of the config's models into the local Hugging Face cache (HF_HOME / HF_HUB_CACHE), on a node
+# with internet (a login node); compute nodes then load them offline. Resumable: a second run fetches nothing.
+#   make weights WEIGHTS_ARGS="--configfile config/nsd_paper.yaml"   (--dry-run: list what would be fetched)
+weights: venv
+	$(BIN)/python scripts/weights.py $(WEIGHTS_ARGS)
 
 # Regenerate config/registry/*.yaml from the paper's reference tables (developer tool).
 REFERENCE ?= ../shared/reference

@@ -213,34 +213,101 @@ def test_small_n_matches_reference(kind, name):
 
 
 def neighbour_count(name, score, n):
-    """A mutual / cycle k-NN score as the integer it counts: matches (n k scale) or stimuli (n)."""
+    """A mutual / cycle k-NN score as the integer it is a ratio of: mutual_knn_k = (matches over all
+    rows) / (n k), cycle_knn_k = (stimuli whose cycle closes) / n."""
     scale = n * metric_param(name) if name.startswith("mutual_knn_") else n
     return np.rint(np.asarray(score) * scale).astype(np.int64)
 
 
+def ref_order(x):
+    """Every other stimulus of each row, best neighbour first (the reference's tie rule): (n, n - 1)."""
+    z = ref_zscore(x)
+    return ref_neighbours(z, len(z) - 1)
+
+
+def ref_masks(order, k):
+    """M[i, j] = 1 when j is among the k nearest neighbours of i (a prefix of the full order)."""
+    m = np.zeros((len(order), len(order)), dtype=bool)
+    np.put_along_axis(m, order[:, :k], True, axis=1)
+    return m
+
+
+def ref_count(name, order_x, order_y):
+    """The integer a mutual / cycle k-NN score counts, from the two full orders, as dense masks:
+    mutual: sum_i |NN_X(i) & NN_Y(i)|; cycle: #{i : some j in NN_Y(i) has i in NN_X(j)}."""
+    k = metric_param(name)
+    mx, my = ref_masks(order_x, k), ref_masks(order_y, k)
+    if name.startswith("mutual_knn_"):
+        return int((mx & my).sum())
+    return int((my & mx.T).any(axis=1).sum())
+
+
+N_KNN = 1000  # >= 2 k for the largest k (400)
+KNN_METRICS = [m for m in ALL_METRICS if m.startswith(("mutual_knn_", "cycle_knn_"))]
+
+
 @functools.cache
-def _large_reference(kind):
-    sources, targets = dataset(kind, N_LARGE)
-    sources, targets = sources[:2], targets[:2]
-    return sources, targets, {name: ref_matrix(name, sources, targets) for name in LARGE_METRICS}
+def _knn_data(n=N_KNN, seed=5):
+    """Two sources and two targets, 2-4 columns, all noisy views of one 2-D latent, in which 15% of
+    the stimuli are weak (every view of them shrunk 50-fold). Weak stimuli sit mid-row in everyone's
+    inner products, so they are rarely among anyone's 400 neighbours: cycle_knn_400 stays well below 1 (on
+    plain Gaussian data it is ~1 at n = 2.5 k whatever the code does); the shared latent keeps
+    mutual_knn_20 well above its chance level k / n = 0.02."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 2))
+    weak = rng.random(n) < 0.15
+
+    def view(w, noise):
+        x = latent @ rng.normal(size=(2, w)) + noise * rng.normal(size=(n, w))
+        x[weak] *= 0.02
+        return x
+
+    sources, targets = [view(2, 0.1), view(3, 0.6)], [view(3, 0.3), view(4, 1.0)]
+    orders = [ref_order(x) for x in sources + targets]
+    want = {name: np.array([[ref_count(name, ox, oy) for oy in orders[2:]] for ox in orders[:2]])
+            for name in KNN_METRICS}
+    return sources, targets, want
 
 
-@pytest.mark.parametrize("kind", list(DATASETS))
-def test_large_k_matches_reference(kind):
-    """The neighbour variants with k >= 60 at n = 1,000 (n >= 2 k), as exact integer counts,
-    in one block and in blocks of 97 rows (which do not divide n)."""
-    sources, targets, want = _large_reference(kind)
-    for rows in (N_LARGE, 97):
-        stats = {}
-        got = score_matrices(sources, targets, LARGE_METRICS, max_bytes=budget_for(rows, sources, targets,
-                                                                                  LARGE_METRICS), stats=stats)
-        assert stats["block_rows"] == rows and stats["blocks"] == -(-N_LARGE // rows)
-        for name in LARGE_METRICS:
-            np.testing.assert_array_equal(neighbour_count(name, got[name], N_LARGE),
-                                          neighbour_count(name, want[name], N_LARGE),
-                                          err_msg=f"{name} [{kind}, blocks of {rows}]")
-    # mutual k-NN is not trivially full at n = 2.5 k (cycle k-NN at k = 400 may well be)
-    assert all(want[name].min() < 0.99 for name in LARGE_METRICS if name.startswith("mutual_knn_"))
+def test_knn_reference_data_is_not_trivial():
+    """Every mutual / cycle count of the n = 1,000 data is well inside (0, its maximum): no variant is
+    0 or 1 whatever the code does, and one wrong neighbour changes the integer compared."""
+    _, _, want = _knn_data()
+    for name in KNN_METRICS:
+        top = N_KNN * metric_param(name) if name.startswith("mutual_knn_") else N_KNN
+        frac = want[name] / top
+        assert (frac > 0.05).all() and (frac < 0.95).all(), (name, frac)
+    # the reference's counts agree with its per-row formulas (ref_mutual_knn, ref_cycle_knn)
+    sources, targets, _ = _knn_data()
+    for name in ("mutual_knn_400", "cycle_knn_400", "mutual_knn_20", "cycle_knn_40"):
+        assert neighbour_count(name, ref_metric(name, sources[1], targets[0]), N_KNN) == want[name][1, 0], name
+
+
+@pytest.mark.parametrize("rows", [N_KNN, 97], ids=["one_block", "blocks_of_97"])
+def test_knn_counts_match_reference_at_n_2k(rows):
+    """Every mutual / cycle k-NN variant (k = 20 .. 400) at n = 1,000 >= 2 k, all 2 x 2 pairs, as exact
+    integer counts (not within a tolerance: at k = 400 one neighbour is 2.5e-6 of the score), in one
+    block and in blocks of 97 rows (which do not divide n)."""
+    sources, targets, want = _knn_data()
+    stats = {}
+    got = score_matrices(sources, targets, KNN_METRICS, stats=stats,
+                         max_bytes=budget_for(rows, sources, targets, KNN_METRICS))
+    assert stats["block_rows"] == rows
+    bad = []
+    for name in KNN_METRICS:
+        count = neighbour_count(name, got[name], N_KNN)
+        if not np.array_equal(count, want[name]):
+            bad.append(f"{name}: engine counts {count.tolist()} != reference {want[name].tolist()}")
+    assert not bad, f"[blocks of {rows}] " + "; ".join(bad)
+
+
+def test_cknna_50_matches_reference_at_n_1000():
+    """CKNNA at its largest k (50) at n = 1,000 (at n = 60 its masks are nearly full)."""
+    sources, targets, _ = _knn_data()
+    want = ref_matrix("cknna_50", sources, targets)
+    assert (want > 0.01).all() and (want < 0.95).all(), want
+    got = score_matrices(sources, targets, ["cknna_50"], max_bytes=budget_for(333, sources, targets, ["cknna_50"]))
+    assert_close("cknna_50 [n=1000]", got["cknna_50"], want, atol=1e-10)
 
 
 def budget_for(rows, sources, targets, metrics, dtype="float32"):
@@ -461,8 +528,9 @@ TIE_DATA = {
                            [_exact_ties(65, 4, 3), _exact_ties(65, 5, 4)], 65),
     "duplicated_rows": lambda: ([_duplicated_rows(60, 4, 4, 5), _duplicated_rows(60, 9, 3, 6)],
                                 [_duplicated_rows(60, 5, 4, 7), _duplicated_rows(60, 3, 5, 8)], 60),
-    "duplicated_rows_large": lambda: ([_duplicated_rows(402, 3, 6, 9)],
-                                      [_duplicated_rows(402, 4, 3, 10), _duplicated_rows(402, 2, 2, 11)], 402),
+    # n = 810 >= 2 k for k = 400 (at n = 402 every other stimulus would be a neighbour)
+    "duplicated_rows_large": lambda: ([_duplicated_rows(810, 3, 6, 9)],
+                                      [_duplicated_rows(810, 4, 3, 10), _duplicated_rows(810, 2, 2, 11)], 810),
 }
 NEIGHBOUR_METRICS = [m for m in ALL_METRICS if not m.startswith("cka_")]
 
@@ -484,9 +552,15 @@ def test_ties_lowest_index_first(kind):
     for name in metrics:
         want = ref_matrix(name, sources, targets)
         flipped = ref_matrix(name, sources, targets, lowest_first=False)
-        sensitive += int(np.abs(want - flipped).max() > ATOL)
-        bad = np.argwhere(np.abs(got[name] - want) > ATOL)
-        failures += [f"{name}{tuple(b)}: engine {got[name][tuple(b)]!r} vs reference {want[tuple(b)]!r}"
+        if name in KNN_METRICS:  # counts, exactly: at n = 810, k = 400 one neighbour is 3e-6 of the score
+            want, flipped, mine = (neighbour_count(name, a, n) for a in (want, flipped, got[name]))
+            sensitive += int((want != flipped).any())
+            bad = np.argwhere(mine != want)
+        else:
+            mine = got[name]
+            sensitive += int(np.abs(want - flipped).max() > ATOL)
+            bad = np.argwhere(np.abs(mine - want) > ATOL)
+        failures += [f"{name}{tuple(b)}: engine {mine[tuple(b)]!r} vs reference {want[tuple(b)]!r}"
                      for b in bad]
     assert sensitive > 0, "test data does not exercise tie breaking"
     assert not failures, f"[{kind}] " + "; ".join(failures)
@@ -569,24 +643,121 @@ def test_glob_patterns_select_families():
         resolve_metrics("zz_*")
 
 
+# ----------------------------------------------------------------------------- 7. storage and blocks, observed
+
+
+class EngineLog:
+    """What the engine really does, recorded by wrapping the functions it streams through (no engine
+    code is needed for this): the CKA buffers it allocates, every kernel-block product, and every row
+    block handed to the neighbour search and to the neighbour metrics."""
+
+    def __init__(self, monkeypatch):
+        from brainalign import engine as eng
+
+        self.cka, self.products, self.cka_blocks, self.source_blocks, self.neighbours = [], [], [], [], []
+        init, block, products, source_block, neighbours = (eng._CKA.__init__, eng._CKA.block, eng.inner_products,
+                                                           eng._source_block, eng.block_neighbours)
+
+        def cka_init(obj, *args, **kwargs):
+            init(obj, *args, **kwargs)
+            self.cka.append({part: (getattr(obj, part).dtype, tuple(getattr(obj, part).shape))
+                             for part in ("d2", "kern", "rowsum", "a")})
+
+        def cka_block(obj, r0, r1, clock):
+            self.cka_blocks.append((r0, r1))
+            return block(obj, r0, r1, clock)
+
+        def inner(a, b):
+            self.products.append((a.dtype, b.dtype, tuple(a.shape), tuple(b.shape)))
+            return products(a, b)
+
+        def source(s, g, lists_block, inv, r0, r1, *rest):
+            self.source_blocks.append((s, r0, r1))
+            return source_block(s, g, lists_block, inv, r0, r1, *rest)
+
+        def search(g, r0, k, scale, shift):
+            self.neighbours.append((r0, r0 + g.shape[0], k))
+            return neighbours(g, r0, k, scale, shift)
+
+        monkeypatch.setattr(eng._CKA, "__init__", cka_init)
+        monkeypatch.setattr(eng._CKA, "block", cka_block)
+        monkeypatch.setattr(eng, "inner_products", inner)
+        monkeypatch.setattr(eng, "_source_block", source)
+        monkeypatch.setattr(eng, "block_neighbours", search)
+
+
+def expected_blocks(n, max_bytes, fixed, per_row):
+    """The documented rule (score_matrices): b = (max_bytes - fixed) // per-row rows, at least 1, at most n;
+    blocks [0, b), [b, 2b), ..., the last one shorter."""
+    b = max(1, min(n, (max_bytes - fixed) // per_row))
+    return b, [(r0, min(n, r0 + b)) for r0 in range(0, n, b)]
+
+
+BLOCK_METRICS = ["cka_36", "cka_100", "cknna", "cknna_10", "mutual_knn_20", "mutual_knn_40", "cycle_knn_40"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("budget", ["one_byte", "13_rows", "13_rows_and_a_bit", "ample"])
+def test_row_blocks_follow_max_bytes(monkeypatch, budget, dtype):
+    """The row blocks the engine really streams (every CKA kernel block, every neighbour search, every
+    source's neighbour metrics) are the ones max_bytes gives by the documented rule, the CKA buffers
+    it allocates hold b rows in the storage dtype, and the scores are the reference's."""
+    from brainalign.engine import Plan, memory_plan
+
+    sources, targets = dataset("readout", N_BLOCKS)
+    n, S, T = N_BLOCKS, len(sources), len(targets)
+    fixed, per_row = memory_plan(n, S, T, Plan.of(resolve_metrics(BLOCK_METRICS)), np.dtype(dtype).itemsize)
+    max_bytes = {"one_byte": 1, "13_rows": fixed + 13 * per_row, "13_rows_and_a_bit": fixed + 14 * per_row - 1,
+                 "ample": 1 << 40}[budget]
+    b, blocks = expected_blocks(n, max_bytes, fixed, per_row)
+    assert len(blocks) == {"one_byte": n, "13_rows": 6, "13_rows_and_a_bit": 6, "ample": 1}[budget]
+
+    log = EngineLog(monkeypatch)
+    got = score_matrices(sources, targets, BLOCK_METRICS, max_bytes=max_bytes, dtype=dtype)
+    assert log.cka_blocks == blocks, f"CKA row blocks {log.cka_blocks} != {blocks} (max_bytes = {max_bytes})"
+    assert log.source_blocks == [(s, r0, r1) for r0, r1 in blocks for s in range(S)], log.source_blocks
+    # pass 1: every source's lists (k_max = 40), every target's (CKNNA's k = 12); pass 2: the targets' k_max
+    want = ([(r0, r1, k) for r0, r1 in blocks for k in [40] * S + [12] * T]
+            + [(r0, r1, 40) for r0, r1 in blocks for _ in range(T)])
+    assert log.neighbours == want, f"neighbour searches {log.neighbours} != {want}"
+    store = getattr(torch, dtype)
+    (cka,) = log.cka
+    assert cka["d2"] == (store, (S + T, b, n)), cka
+    assert all(dt == store for dt, _ in cka.values()), cka
+    # one kernel product per block and sigma (the stack holds a whole block here), made in the storage dtype
+    assert [(a, c) for a, c, _, _ in log.products] == [(store, store)] * (2 * len(blocks))
+    assert [sa for _, _, sa, _ in log.products] == [(S, (r1 - r0) * n) for r0, r1 in blocks for _ in range(2)]
+    for name in BLOCK_METRICS:
+        want = _block_reference("readout", name)
+        # float32 storage is the CKA kernels only: the neighbour metrics and CKNNA are float64 sums throughout
+        atol = ATOL if dtype == "float32" and name.startswith("cka_") else 1e-10
+        assert_close(f"{name} [{dtype}, {budget}]", got[name], want, atol=atol)
+
+
 @pytest.mark.parametrize("kind", ["gaussian", "readout", "clustered"])
-def test_float32_storage_agrees_with_float64(kind):
-    """float32 kernel blocks (sums in float64) agree with float64 blocks within 1e-5 for every variant;
-    the float64 path matches the reference to 1e-9 on CKA, which float32 blocks cannot."""
+def test_storage_dtype_is_what_the_kernels_are_made_of(monkeypatch, kind):
+    """dtype='float64': every kernel buffer and block product is float64 and every variant matches the
+    float64 reference to 1e-10; dtype='float32' (the default): they are float32, the scores agree within
+    1e-5 and CKA visibly differs from the reference (> 1e-9), as float32 blocks must."""
     sources, targets = dataset(kind, N_BLOCKS)
-    s64, s32 = {}, {}
-    f64 = score_matrices(sources, targets, ALL_METRICS[:12] + SMALL_METRICS[12:], dtype="float64", stats=s64)
-    f32 = score_matrices(sources, targets, ALL_METRICS[:12] + SMALL_METRICS[12:], dtype="float32", stats=s32,
-                         max_bytes=budget_for(9, sources, targets, SMALL_METRICS))
-    assert (s64["dtype"], s32["dtype"]) == ("float64", "float32") and s32["blocks"] == -(-N_BLOCKS // 9)
+    out = {}
+    for dtype in ("float64", "float32", None):
+        log = EngineLog(monkeypatch)
+        out[dtype] = score_matrices(sources, targets, SMALL_METRICS, dtype=dtype,
+                                    max_bytes=budget_for(9, sources, targets, SMALL_METRICS, dtype or "float32"))
+        (cka,) = log.cka
+        seen = {dt for dt, _ in cka.values()} | {dt for p in log.products for dt in p[:2]}
+        assert seen == {torch.float64 if dtype == "float64" else torch.float32}, (dtype, cka)
+        assert log.cka_blocks == [(r0, min(N_BLOCKS, r0 + 9)) for r0 in range(0, N_BLOCKS, 9)], log.cka_blocks
     worst32 = 0.0
-    for name in f64:
-        np.testing.assert_allclose(f32[name], f64[name], atol=1e-5, rtol=0, err_msg=name)
+    for name in SMALL_METRICS:
+        want = _block_reference(kind, name)
+        assert_close(f"{name} [{kind}, float64]", out["float64"][name], want, atol=1e-10)
+        np.testing.assert_allclose(out["float32"][name], out["float64"][name], atol=1e-5, rtol=0, err_msg=name)
+        np.testing.assert_array_equal(out[None][name], out["float32"][name], err_msg=name)
         if name.startswith("cka_"):
-            want = _block_reference(kind, name)
-            assert np.abs(f64[name] - want).max() < 1e-9, name
-            worst32 = max(worst32, np.abs(f32[name] - want).max())
-    assert worst32 > 1e-9, "float32 blocks agree with float64 to the last bit: is dtype ignored?"
+            worst32 = max(worst32, np.abs(out["float32"][name] - want).max())
+    assert worst32 > 1e-9, "float32 blocks agree with the float64 reference to the last bit: is dtype ignored?"
 
 
 def test_memory_follows_the_budget(tmp_path):

@@ -197,6 +197,10 @@ def size_in_millions(token: str) -> float | None:
     return value * 1000 if m.group(2).lower() == "b" else value
 
 
+# language models whose architecture transformers does not ship (explicit opt-in, never a default)
+NEEDS_REMOTE_CODE = {"internlm/internlm2_5-20b-chat"}
+
+
 def language_registry(reference: Path) -> dict[str, dict]:
     models = pd.read_csv(reference / "language_models.csv", comment="#")
     bench = pd.read_csv(RESOURCES / "language_benchmarks.csv").set_index("model")
@@ -209,6 +213,8 @@ def language_registry(reference: Path) -> dict[str, dict]:
             "source": "transformers",
             "architecture": hf_id,
             "weights": "hf-hub",
+            # models whose architecture transformers does not ship run their repository's own code
+            **({"trust_remote_code": True} if hf_id in NEEDS_REMOTE_CODE else {}),
             "benchmark": hf_id,
             "gpus": int(row.gpus),
             "family": language_family(hf_id),

@@ -209,15 +209,18 @@ def build_language_model(entry: ModelEntry):
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    # the repository's own code runs only for entries that opt in (registry `trust_remote_code: true`)
+    remote = {"trust_remote_code": True} if entry.trust_remote_code else {}
     if entry.weights == "hf-hub":  # a Hugging Face model (and revision) from the local cache only
         revision = entry.extra.get("revision")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(entry.architecture, revision=revision, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(entry.architecture, revision=revision, local_files_only=True,
+                                                      **remote)
             dtype = torch.float16 if torch.cuda.is_available() else torch.float32
             # models needing several GPUs (registry `gpus` > 1) are spread over them
             spread = {"device_map": "auto"} if entry.gpus > 1 and torch.cuda.device_count() > 1 else {}
             model = AutoModel.from_pretrained(entry.architecture, revision=revision, local_files_only=True,
-                                              dtype=dtype, **spread)
+                                              dtype=dtype, **spread, **remote)
         except OSError as exc:
             raise InputError(
                 f"model {entry.name!r}: {entry.architecture}@{revision or 'main'} not in the local Hugging Face "
@@ -235,13 +238,14 @@ def build_language_model(entry: ModelEntry):
         raise InputError(
             f"model {entry.name!r}: no local files at {source} (offline: download the model there first)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **remote)
     if path is None:
         torch.manual_seed(entry.seed)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True))
+        model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=True, **remote), **remote)
     else:
         try:
-            model, info = AutoModel.from_pretrained(source, local_files_only=True, output_loading_info=True)
+            model, info = AutoModel.from_pretrained(source, local_files_only=True, output_loading_info=True,
+                                                    **remote)
         except Exception as exc:  # noqa: BLE001 - a corrupt file or tensors of another shape, many types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{source}: weights of model {entry.name!r} do not load ({first[:200]}); "

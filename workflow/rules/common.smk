@@ -168,6 +168,7 @@ def registry_entry(wildcards):
         "seed": e.seed,
         "gpus": e.gpus,
         "benchmark": e.benchmark,
+        **({"trust_remote_code": True} if e.trust_remote_code else {}),
     } | e.extra
     return {k: v for k, v in entry.items() if k not in NOT_FEATURE_KEYS}
 
