@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from brainalign.ceiling import (
@@ -87,3 +88,15 @@ def test_split_half_table_reads_an_ingested_file(tmp_path):
     write_brain(plain, "subj01", "paper", got.stim_ids, got.rois)
     with pytest.raises(InputError, match="ingested without halves"):
         split_half_table(plain, "cka_36")
+
+
+def test_the_rule_entry_resolves_device_auto(tmp_path):
+    """The SLURM profiles run GPU rules with device auto: the ceiling job resolves it (CPU here)."""
+    from brainalign.pipeline import split_half_ceilings
+
+    t, mean, half_a, k, ka = planted(120, 20, 1.0, [3] * 120, seed=2)
+    got = BrainResponses(np.arange(1, 121), {"V1": mean}, k, {"V1": half_a}, ka)
+    write_brain(tmp_path / "b.h5", "subj02", "paper", got.stim_ids, got.rois, got)
+    split_half_ceilings(tmp_path / "b.h5", "cka_36", tmp_path / "out.csv", "auto", permutations=2)
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert table["subject"].tolist() == ["subj02"] and table["ceiling"].between(0.5, 1).all()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts
-from test_workflow import EXPECTED_JOBS, N_ALIGN
+from test_workflow import EXPECTED_JOBS
 
 SLURM_COMMANDS = {"sbatch", "srun", "salloc", "sinfo", "squeue", "sacct", "sacctmgr", "scontrol", "scancel",
                   "sshare", "sstat", "sprio", "sreport", "sdiag", "sattach", "sbcast", "strigger", "scrontab"}
@@ -146,25 +146,48 @@ def test_scancel_fails_the_run_and_a_rerun_completes(toy, slurm_env):
 TABLE_KEY = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature"]
 
 
-def assert_tables_equal(work: Path, reference: Path) -> None:
+# Through sbatch a trimmed demo runs: 2 subjects, 3 models, up to the tables, from the local run's
+# mini-NSD (its generation is the demo's longest job) and, where a test says so, its features and
+# brain files; the local run is the reference.
+TRIMMED = {"subjects": ["subj01", "subj05"], "null_permutations": 0,
+           "vision_models": ["tf_efficientnet_lite0", "tf_efficientnet_lite0.untrained"],
+           "language_models": ["all-MiniLM-L6-v2"]}
+TRIMMED_MODELS = TRIMMED["vision_models"] + TRIMMED["language_models"]
+TRIMMED_ALIGN = len(TRIMMED["subjects"]) * len(TRIMMED_MODELS)
+TABLES = ["results/tables/vision_all.parquet", "results/tables/language_all.parquet"]
+CEILINGS = [f"results/stats/split_half_ceiling/paper/{s}.csv" for s in TRIMMED["subjects"]]
+
+
+def trimmed_workdir(demo_run: Path, work: Path, reuse: tuple[str, ...]) -> Path:
+    """A copy of the workflow with the trimmed config and the local run's ``results/<part>``
+    for each part in ``reuse`` (mtimes kept, so Snakemake takes them as built)."""
+    import yaml
+
+    copy_workflow(work)
+    (work / "trimmed.yaml").write_text(yaml.safe_dump(TRIMMED))
+    for part in reuse:
+        shutil.copytree(demo_run / "results" / part, work / "results" / part)
+    return work
+
+
+def demo_snakemake(work, env, *args, timeout=1200):
+    # --configfile takes every value up to the next option: it goes last
+    return run([SNAKEMAKE, "--profile", REPO / "profiles/slurm-test", *args, *TABLES, "--configfile", "trimmed.yaml"],
+               env=env, cwd=work, timeout=timeout)
+
+
+def assert_trimmed_tables_equal(work: Path, reference: Path) -> None:
+    """The trimmed run's tables are the local run's rows of those subjects and models."""
     for modality in ("vision", "language"):
         got = pd.read_parquet(work / f"results/tables/{modality}_all.parquet")
         want = pd.read_parquet(reference / f"results/tables/{modality}_all.parquet")
-        pd.testing.assert_frame_equal(got.sort_values(TABLE_KEY).reset_index(drop=True),
-                                      want.sort_values(TABLE_KEY).reset_index(drop=True))
-
-
-# Through sbatch the demo runs without its permutation nulls: the null rule is an align-like GPU job
-# (same resources, same entry point shape) and 44 more sbatch jobs would add minutes here.
-# (a --config on the command line replaces the profile's, so its device: auto is repeated here)
-NO_NULLS = ["--config", "device=auto", "null_permutations=0"]
-SLURM_JOBS = {k: v for k, v in EXPECTED_JOBS.items() if k not in ("null", "null_stats")}
-SLURM_JOBS["total"] = EXPECTED_JOBS["total"] - EXPECTED_JOBS["null"] - EXPECTED_JOBS["null_stats"]
-
-
-def demo_snakemake(work, env, *args, timeout=2400):  # the demo through sbatch: ~16 min here
-    return run([SNAKEMAKE, "--profile", REPO / "profiles/slurm-test", *NO_NULLS, *args], env=env, cwd=work,
-               timeout=timeout)
+        want = want[want["tgt_model"].isin(TRIMMED["subjects"]) & want["src_model"].isin(TRIMMED_MODELS)]
+        assert set(got["src_model"]) == set(TRIMMED[f"{modality}_models"]) and len(got) == len(want) > 0
+        columns = [c for c in want.columns if c in got.columns]
+        assert columns[:8] == list(want.columns[:8])
+        pd.testing.assert_frame_equal(got[columns].sort_values(TABLE_KEY).reset_index(drop=True),
+                                      want[columns].sort_values(TABLE_KEY).reset_index(drop=True),
+                                      check_categorical=False)
 
 
 def running_job(env, matches, timeout: float, poll: float):
@@ -181,27 +204,36 @@ def running_job(env, matches, timeout: float, poll: float):
 
 @pytest.mark.slurm
 def test_demo_workflow_through_slurm_equals_local_run(demo_run, slurm_env, tmp_path):
-    """The whole demo through real sbatch: GPU rules ask for a GPU, the tables equal a local run."""
-    work = copy_workflow(tmp_path / "slurm_demo")
-    proc = demo_snakemake(work, slurm_env, "--verbose")
+    """The demo's rules through real sbatch (ingest, features of two models, every align job, aggregate,
+    the split-half ceilings): GPU rules ask for a GPU, the others do not, and the outputs equal the
+    local run's."""
+    work = trimmed_workdir(demo_run, tmp_path / "slurm_demo", ("mini_nsd", "stimuli"))
+    keep = work / "results/features/paper"
+    for subject in TRIMMED["subjects"]:  # one model's features reused, the other two built through sbatch
+        (keep / subject).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(demo_run / f"results/features/paper/{subject}/tf_efficientnet_lite0.h5", keep / subject)
+    proc = demo_snakemake(work, slurm_env, "--verbose", *CEILINGS)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert job_counts(proc.stdout) == SLURM_JOBS
+    counts = job_counts(proc.stdout)
+    assert counts == {"ingest": 2, "features": 2, "align": TRIMMED_ALIGN, "aggregate": 2,
+                      "split_half_ceiling": 2, "total": 8 + TRIMMED_ALIGN}, counts
     calls = [line for line in proc.stdout.splitlines() if line.startswith("sbatch call:")]
-    gpu_calls = [c for c in calls if "--comment rule_features" in c or "--comment rule_align" in c]
+    gpu_rules = ("--comment rule_features", "--comment rule_align", "--comment rule_split_half_ceiling")
+    gpu_calls = [c for c in calls if any(r in c for r in gpu_rules)]
     other_calls = [c for c in calls if c not in gpu_calls]
-    assert len(gpu_calls) == EXPECTED_JOBS["features"] + N_ALIGN, calls
+    assert len(gpu_calls) == 4 + TRIMMED_ALIGN and len(other_calls) == 4, calls
     assert all("--gpus=1" in c for c in gpu_calls), gpu_calls
-    assert other_calls and not any("--gpus" in c for c in other_calls), other_calls
-    assert_tables_equal(work, demo_run)
+    assert not any("--gpus" in c for c in other_calls), other_calls
+    assert_trimmed_tables_equal(work, demo_run)
+    for path in CEILINGS:  # a GPU rule with device auto, on a node without a GPU
+        pd.testing.assert_frame_equal(pd.read_csv(work / path), pd.read_csv(demo_run / path))
 
 
 @pytest.mark.slurm
 def test_scancel_mid_run_fails_and_rerun_does_only_the_rest(demo_run, slurm_env, tmp_path):
     """A job cancelled with scancel fails the run; a rerun with the profile does only what is missing."""
-    work = copy_workflow(tmp_path / "slurm_fault")
-    for part in ("mini_nsd", "stimuli", "brain", "training", "features"):
-        shutil.copytree(demo_run / "results" / part, work / "results" / part)
-    cmd = [SNAKEMAKE, "--profile", str(REPO / "profiles/slurm-test"), *NO_NULLS]
+    work = trimmed_workdir(demo_run, tmp_path / "slurm_fault", ("mini_nsd", "stimuli", "brain", "features"))
+    cmd = [SNAKEMAKE, "--profile", str(REPO / "profiles/slurm-test"), *TABLES, "--configfile", "trimmed.yaml"]
     sm = subprocess.Popen(cmd, cwd=work, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         job = running_job(slurm_env, lambda name, cwd: name.startswith("rule_align") and cwd == str(work), 300, 0.3)
@@ -215,13 +247,13 @@ def test_scancel_mid_run_fails_and_rerun_does_only_the_rest(demo_run, slurm_env,
     assert sm.returncode != 0, output[-4000:]
     assert f"SLURM-job '{job}' failed" in output, output[-4000:]
     finished = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
-    assert len(finished) < N_ALIGN
+    assert len(finished) < TRIMMED_ALIGN
 
     proc = demo_snakemake(work, slurm_env)
     assert proc.returncode == 0, proc.stdout[-4000:]
     counts = job_counts(proc.stdout)
-    assert counts["align"] == N_ALIGN - len(finished)
-    assert "features" not in counts and "mini_nsd" not in counts
+    assert counts["align"] == TRIMMED_ALIGN - len(finished)
+    assert not {"features", "mini_nsd", "ingest", "stimuli"} & set(counts)
     for path, mtime in finished.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
-    assert_tables_equal(work, demo_run)
+    assert_trimmed_tables_equal(work, demo_run)

@@ -92,7 +92,7 @@ def split_half_table(brain_h5: Path, metric: str, device: str = "cpu", permutati
     and a ceiling, near its null rather than near 0: read ``ceiling`` where ``p_split_half`` is small."""
     import h5py
 
-    from brainalign.io import InputError
+    from brainalign.io import InputError, Progress
     from brainalign.metrics import score_matrices
 
     with h5py.File(brain_h5, "r") as f:
@@ -112,6 +112,7 @@ def split_half_table(brain_h5: Path, metric: str, device: str = "cpu", permutati
         m = effective_trials(repeats)
         rng = np.random.default_rng([seed, zlib.crc32(subject.encode())])
         perms = [rng.permutation(int(keep.sum())) for _ in range(permutations)]
+        progress = Progress(len(names), f"split-half ceilings {subject}", "parcels")
         for roi in names:
             _, a, b = halves(f[f"roi/{roi}"][()], f[f"half_a/{roi}"][()], repeats, repeats_a)
             s = float(score_matrices([a], [b], [metric], device)[metric][0, 0])
@@ -121,6 +122,7 @@ def split_half_table(brain_h5: Path, metric: str, device: str = "cpu", permutati
                          "m_a": m_a, "m_b": m_b, "m": m, "split_half": s, "reliability": reliability,
                          "ceiling": ceiling, "split_half_null": float(null.mean()) if perms else float("nan"),
                          "p_split_half": float((1 + (null >= s).sum()) / (1 + len(perms)))})
+            progress.step()
     return pd.DataFrame(rows)
 
 

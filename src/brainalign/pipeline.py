@@ -80,8 +80,9 @@ def split_half_ceilings(brain_h5: Path, metric: str, out: Path, device: str = "c
     the two halves of each image's trials and the ceiling it implies
     (:func:`brainalign.ceiling.split_half_table`)."""
     from brainalign.ceiling import split_half_table
+    from brainalign.features import resolve_device
 
-    table = split_half_table(Path(brain_h5), metric, device, permutations, seed)
+    table = split_half_table(Path(brain_h5), metric, resolve_device(device), permutations, seed)
     log.info("%s: split-half ceiling of %s %.3f (median over %d parcels)", table["subject"].iloc[0], metric,
              table["ceiling"].median(), len(table))
     write_csv(table, Path(out))
