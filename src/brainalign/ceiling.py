@@ -20,7 +20,6 @@ against the metric of the planted noise-free signal.
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +92,8 @@ def split_half_table(brain_h5: Path, metric: str, device: str = "cpu", permutati
     import h5py
 
     from brainalign.io import InputError, Progress
-    from brainalign.metrics import score_matrices
+    from brainalign.nulls import null_scores
+    from brainalign.nulls import permutations as shuffles
 
     with h5py.File(brain_h5, "r") as f:
         if "half_a" not in f or "repeats_a" not in f:
@@ -110,17 +110,16 @@ def split_half_table(brain_h5: Path, metric: str, device: str = "cpu", permutati
         m_a = effective_trials(repeats_a[keep])
         m_b = effective_trials(repeats[keep] - repeats_a[keep])
         m = effective_trials(repeats)
-        rng = np.random.default_rng([seed, zlib.crc32(subject.encode())])
-        perms = [rng.permutation(int(keep.sum())) for _ in range(permutations)]
+        perms = shuffles(int(keep.sum()), permutations, seed, subject)
         progress = Progress(len(names), f"split-half ceilings {subject}", "parcels")
         for roi in names:
             _, a, b = halves(f[f"roi/{roi}"][()], f[f"half_a/{roi}"][()], repeats, repeats_a)
-            s = float(score_matrices([a], [b], [metric], device)[metric][0, 0])
-            null = np.array([score_matrices([a], [b[p]], [metric], device)[metric][0, 0] for p in perms])
+            observed, null = null_scores([a], [b], metric, perms, device, what=f"split-half null {roi}")
+            s, null = float(observed[0, 0]), null[:, 0, 0]
             reliability, ceiling = ceiling_from_split_half(s, m_a, m_b, m)
             rows.append({"subject": subject, "roi": roi, "metric": metric, "n_images": int(keep.sum()),
                          "m_a": m_a, "m_b": m_b, "m": m, "split_half": s, "reliability": reliability,
-                         "ceiling": ceiling, "split_half_null": float(null.mean()) if perms else float("nan"),
+                         "ceiling": ceiling, "split_half_null": float(null.mean()) if len(perms) else float("nan"),
                          "p_split_half": float((1 + (null >= s).sum()) / (1 + len(perms)))})
             progress.step()
     return pd.DataFrame(rows)
