@@ -5,5 +5,7 @@ from brainalign.runner import run
 
 s = snakemake  # noqa: F821
 torch.set_num_threads(max(1, s.threads))
-run(s, lambda: align_job(s.input.brain, s.input.features, s.wildcards.model, s.wildcards.subject,
-                         s.params.metrics, s.params.device, s.output[0]))
+nulls = s.output.get("nulls")
+run(s, lambda: align_job(s.input.brain, s.input.features, s.wildcards.model, s.wildcards.subject, s.params.metrics,
+                         s.params.device, s.output.scores, nulls_out=nulls, null_metric=s.params.null_metric,
+                         permutations=int(s.params.null_permutations), seed=int(s.params.seed)))

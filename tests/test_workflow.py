@@ -43,8 +43,9 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_robustness": "results/figures/robustness/robustness_forest.png",
     "figure_ceiling_map": "results/figures/brain_maps/noise_ceiling.png",
 }
-EXPECTED_JOBS = {"mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4, "train_mini_nsd_cnn": 1, "features": 11,
-                 "align": N_ALIGN, "null": N_ALIGN, "null_stats": 2, "aggregate": 2, "check_table": 2,
+EXPECTED_JOBS = {"mini_nsd_stimuli": 1, "mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4,
+                 "train_mini_nsd_cnn": 1, "features": 11,
+                 "align": N_ALIGN, "null_stats": 2, "aggregate": 2, "check_table": 2,
                  "model_scores": 2, "correlation_stats": 1, "robustness": 1, "trajectory_leadlag": 1,
                  "split_half_ceiling": 4, "roi_scores": 2,
                  **{rule: 1 for rule in FIGURES},
@@ -290,13 +291,27 @@ def test_leadlag_table_matches_the_trajectory_figure_curves(demo_run):
 
 
 @pytest.mark.parametrize("rule", sorted(FIGURES))
-def test_each_figure_alone_rebuilds_with_one_job(demo_run, rule):
+def test_each_figure_alone_plans_only_its_own_job(demo_run, rule):
+    """With one figure gone, a dry-run of that figure plans exactly its job (the file is put back
+    with its mtime, so the run stays complete; one real rebuild is the next test)."""
     png = demo_run / FIGURES[rule]
-    png.unlink()
-    dry = snakemake(demo_run, "-n", "--cores", "2", FIGURES[rule])
+    aside = png.with_name(png.name + ".aside")
+    os.replace(png, aside)
+    try:
+        dry = snakemake(demo_run, "-n", "--cores", "2", FIGURES[rule])
+    finally:
+        os.replace(aside, png)
     assert job_counts(dry.stdout) == {rule: 1, "total": 1}
-    run = snakemake(demo_run, "--cores", "2", FIGURES[rule])
-    assert job_counts(run.stdout) == {rule: 1, "total": 1}
+
+
+def test_one_figure_rebuilds_alone_with_one_job(demo_run):
+    """The README's rebuild of one figure: only its job runs, it writes PNG, PDF and CSV, and the run is
+    complete again after it."""
+    target = FIGURES["figure_performance"]
+    png = demo_run / target
+    png.unlink()
+    run = snakemake(demo_run, "--cores", "2", target)
+    assert job_counts(run.stdout) == {"figure_performance": 1, "total": 1}
     assert png.stat().st_size > 10_000
     assert png.with_suffix(".pdf").stat().st_size > 1_000 and png.with_suffix(".csv").stat().st_size > 0
     assert "Nothing to be done" in snakemake(demo_run, "-n", "--cores", "2").stdout
@@ -402,6 +417,7 @@ KILL_CONFIG = ["subjects=[subj01,subj02]", "vision_models=[tf_efficientnet_lite0
 KILL_TARGETS = ["results/tables/vision_all.parquet", "results/tables/language_all.parquet",
                 "results/stats/correlation_sigma36.csv"]
 TABLE_KEY = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature"]
+KILLS = 3
 
 
 def finished_outputs(results) -> dict:
@@ -421,9 +437,9 @@ def producing_job(path) -> str:
     return f"features:{path.stem}" if "features" in path.parts else str(path)
 
 
-def test_sigkill_at_five_seeded_moments_then_rerun_gives_the_uninterrupted_tables(demo_run, tmp_path):
+def test_sigkill_at_three_seeded_moments_then_rerun_gives_the_uninterrupted_tables(demo_run, tmp_path):
     """From scratch on an NSD-layout directory (no generator), Snakemake and its jobs are SIGKILLed at
-    5 seeded moments; each time the README's recovery command is run. Nothing finished is redone
+    3 seeded moments; each time the README's recovery command is run. Nothing finished is redone
     (but the <= 2 jobs in flight, whose outputs may have landed unrecorded), no temporary file
     survives, and the final tables equal the uninterrupted demo run's rows (a second run from scratch)."""
     nsd = tmp_path / "nsd"
@@ -433,7 +449,7 @@ def test_sigkill_at_five_seeded_moments_then_rerun_gives_the_uninterrupted_table
     args = ["--cores", "2", "--config", f"nsd_root={nsd}", *KILL_CONFIG, "--", *KILL_TARGETS]
     rng = np.random.default_rng(20261202)
     kills = []
-    for k in range(5):
+    for k in range(KILLS):
         if k:  # the README's line after a crash: unlock, then rerun the incomplete jobs
             snakemake(work, "--unlock", "--config", f"nsd_root={nsd}", *KILL_CONFIG)
         cmd = [SNAKEMAKE, *args[:2], *(["--rerun-incomplete"] if k else []), *args[2:]]
@@ -447,7 +463,7 @@ def test_sigkill_at_five_seeded_moments_then_rerun_gives_the_uninterrupted_table
             os.killpg(proc.pid, signal.SIGKILL)  # a crash: Snakemake and its jobs, no clean-up
             proc.wait()
         kills.append(finished_outputs(results))
-    assert len(kills) == 5, f"the run finished after {len(kills)} kills; kill earlier"
+    assert len(kills) == KILLS, f"the run finished after {len(kills)} kills; kill earlier"
 
     snakemake(work, "--unlock", "--config", f"nsd_root={nsd}", *KILL_CONFIG)
     snakemake(work, *args[:2], "--rerun-incomplete", *args[2:])
@@ -500,7 +516,7 @@ def test_any_nsd_directory_runs_without_the_generator(demo_run, tmp_path):
     target = "results/brain/paper/subj02.h5"
     dry = snakemake(work, "-n", "--cores", "2", "--config", f"nsd_root={nsd}")
     counts = job_counts(dry.stdout)
-    assert "mini_nsd" not in counts and counts["align"] == N_ALIGN
+    assert not {"mini_nsd", "mini_nsd_stimuli"} & set(counts) and counts["align"] == N_ALIGN
     snakemake(work, "--cores", "2", "--config", f"nsd_root={nsd}", "--", target)
     ids_a, rois_a = read_brain(work / target)
     ids_b, rois_b = read_brain(demo_run / target)
@@ -544,15 +560,25 @@ def test_missing_nsd_file_fails_with_its_path(tmp_path):
     assert str(nsd / "nsddata/experiments/nsd/nsd_expdesign.mat") in proc.stdout
 
 
-def test_precomputed_mode_reproduces_the_papers_statistics(tmp_path):
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory):
+    """One precomputed-mode run shared by its tests: the README's targeted command, then the rest of
+    the mode's targets; {"targeted": job counts, "rest": job counts, "work": the directory}."""
+    work = copy_workflow(tmp_path_factory.mktemp("paper"))
+    targeted = snakemake(work, "--cores", "2", "results/paper/stats/correlation_sigma36.csv",
+                         "--configfile", "config/paper.yaml")
+    rest = snakemake(work, "--cores", "2", "--configfile", "config/paper.yaml")
+    return {"targeted": job_counts(targeted.stdout), "rest": job_counts(rest.stdout), "work": work}
+
+
+def test_precomputed_mode_reproduces_the_papers_statistics(paper_run):
     """config/paper.yaml: the headline table from the paper's own per-model scores, no fMRI."""
     from brainalign.stats import load_paper_target
 
-    work = copy_workflow(tmp_path)
-    target = "results/stats/correlation_sigma36.csv"
-    run = snakemake(work, "--cores", "2", target, "--configfile", "config/paper.yaml")
-    assert job_counts(run.stdout) == {"model_scores": 2, "correlation_stats": 1, "total": 3}
-    got = pd.read_csv(work / target, index_col=0, dtype=str, keep_default_na=False)
+    work = paper_run["work"]
+    assert paper_run["targeted"] == {"model_scores": 2, "correlation_stats": 1, "total": 3}
+    got = pd.read_csv(work / "results/paper/stats/correlation_sigma36.csv", index_col=0, dtype=str,
+                      keep_default_na=False)
     want = load_paper_target("correlation_36.csv")
     assert got.columns.tolist() == want.columns.tolist()
     assert got[["Model Category", "Metric", "Model Count"]].equals(want[["Model Category", "Metric", "Model Count"]])
@@ -562,7 +588,7 @@ def test_precomputed_mode_reproduces_the_papers_statistics(tmp_path):
     # Every row to 2 decimals, but two the paper cannot define: its vision "score" CI is NaN
     # (float rounding put r above 1), which also makes its Average CI NaN, and its
     # "Combined (Standardized)" row is not described anywhere.
-    numeric = pd.read_csv(work / "results/stats/correlation_sigma36_numeric.csv")
+    numeric = pd.read_csv(work / "results/paper/stats/correlation_sigma36_numeric.csv")
     assert numeric.loc[numeric.metric == "Average ⬆️", "pearson_r"].item() == pytest.approx(0.885, abs=5e-4)
     assert numeric.loc[numeric.metric == "imagenet", "pearson_r"].item() == pytest.approx(0.5305, abs=5e-4)
     comparable = ~want["Metric"].isin(["Combined"])
@@ -572,15 +598,15 @@ def test_precomputed_mode_reproduces_the_papers_statistics(tmp_path):
     assert got.loc[ci, "95% CI"].tolist() == want.loc[ci, "95% CI"].tolist()
 
 
-def test_precomputed_mode_builds_every_figure_it_can(tmp_path):
-    """config/paper.yaml: the figures that need only the paper's published tables, each its own job."""
-    work = copy_workflow(tmp_path)
-    run = snakemake(work, "--cores", "2", "--configfile", "config/paper.yaml")
-    assert job_counts(run.stdout) == {"model_scores": 2, "correlation_stats": 11, "figure_performance": 1,
-                                      "figure_performance_sigma": 1, "figure_consistency": 1,
-                                      "figure_kernel_size": 1, "robustness": 1, "figure_robustness": 1,
-                                      "all": 1, "total": 20}
-    fig = work / "results/figures"
+def test_precomputed_mode_builds_every_figure_it_can(paper_run):
+    """config/paper.yaml: the figures that need only the paper's published tables, each its own job,
+    under results/paper (a measured run's results/stats and results/figures are not touched)."""
+    work = paper_run["work"]
+    assert paper_run["rest"] == {"correlation_stats": 10, "figure_performance": 1, "figure_performance_sigma": 1,
+                                 "figure_consistency": 1, "figure_kernel_size": 1, "robustness": 1,
+                                 "figure_robustness": 1, "all": 1, "total": 17}
+    assert sorted(p.name for p in (work / "results").iterdir()) == ["paper"]
+    fig = work / "results/paper/figures"
     for png in ("performance/brain_score_vs_benchmark.png", "performance/correlation_by_sigma.png",
                 "consistency/subject_consistency.png", "kernel_size/change_28_68.png",
                 "robustness/robustness_forest.png"):
@@ -615,9 +641,9 @@ def test_precomputed_mode_builds_every_figure_it_can(tmp_path):
     # robustness: recomputed here from the paper's scores and the registry YAML with plain pandas
     import yaml
 
-    robust = pd.read_csv(work / "results/stats/robustness_sigma36.csv").set_index(["modality", "benchmark"])
+    robust = pd.read_csv(work / "results/paper/stats/robustness_sigma36.csv").set_index(["modality", "benchmark"])
     for modality, bench, params in (("vision", "imagenet", "#Params (M)"), ("language", "Average ⬆️", "#Params (B)")):
-        scores = pd.read_csv(work / f"results/stats/model_scores_{modality}.csv")
+        scores = pd.read_csv(work / f"results/paper/stats/model_scores_{modality}.csv")
         registry = yaml.safe_load((work / f"config/registry/paper_{modality}.yaml").read_text())
         scores["family"] = [registry.get(m, {}).get("family", m) for m in scores["model"]]
         d = scores.dropna(subset=["cka_36", bench])
@@ -702,10 +728,16 @@ def test_tables_mode_on_a_measured_runs_tables_gives_its_numbers(demo_run, tmp_p
     the same model scores, statistics and figure numbers as the measured run itself."""
     work = copy_workflow(tmp_path / "w")
     tables, nsd = demo_run / "results/tables", demo_run / "results/mini_nsd"
-    run = snakemake(work, "--cores", "2", "--config", f"tables_from={tables}", f"nsd_root={nsd}")
-    counts = job_counts(run.stdout)
-    assert counts["figure_brain_map"] == 4 and "align" not in counts and "mini_nsd" not in counts
+    config = ["--config", f"tables_from={tables}", f"nsd_root={nsd}"]
+    counts = job_counts(snakemake(work, "-n", "--cores", "2", *config).stdout)
+    assert counts["figure_brain_map"] == 4 and not {"align", "mini_nsd", "mini_nsd_stimuli", "features"} & set(counts)
+    stems = ("consistency/subject_consistency", "metrics/metric_correlation", "layers/layerwise_profiles",
+             "kernel_size/change_28_68", "brain_maps/vision_score", "brain_maps/language_change")
     out, measured = work / "results/from_tables", demo_run / "results"
+    # the compared outputs only (the whole mode is run by the planted-tables test)
+    targets = [str(out / f"figures/{stem}.csv") for stem in stems]
+    targets.append(str(out / "stats/correlation_sigma36_numeric.csv"))
+    snakemake(work, "--cores", "2", *targets, *config)
     for mod in MODELS:
         got = pd.read_csv(out / f"stats/model_scores_{mod}.csv").set_index("model")
         want = pd.read_csv(measured / f"stats/model_scores_{mod}.csv").set_index("model")
@@ -713,8 +745,7 @@ def test_tables_mode_on_a_measured_runs_tables_gives_its_numbers(demo_run, tmp_p
     got = pd.read_csv(out / "stats/correlation_sigma36_numeric.csv")
     want = pd.read_csv(measured / "stats/correlation_sigma36_numeric.csv")
     pd.testing.assert_frame_equal(got, want, rtol=1e-10)
-    for stem in ("consistency/subject_consistency", "metrics/metric_correlation", "layers/layerwise_profiles",
-                 "kernel_size/change_28_68", "brain_maps/vision_score", "brain_maps/language_change"):
+    for stem in stems:
         got, want = pd.read_csv(out / f"figures/{stem}.csv"), pd.read_csv(measured / f"figures/{stem}.csv")
         assert got.shape == want.shape, stem
         pd.testing.assert_frame_equal(got, want, rtol=1e-9, check_dtype=False, obj=stem)

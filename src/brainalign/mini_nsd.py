@@ -170,12 +170,41 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 
 def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None = None) -> dict:
-    """Write the mini-NSD under ``root``; return the planted ground truth."""
-    import h5py
-    import nibabel as nib
-    from scipy.io import savemat
+    """Write the mini-NSD under ``root`` (both stages); return the planted ground truth."""
+    spec = spec or MiniNSDSpec()
+    write_stimulus_release(root, spec)
+    return write_brain_release(root, vision_entry, language_entry, spec)
 
-    from brainalign.features import build_language_model, build_vision_model, extract_language, extract_vision
+
+def stimulus_files(root: Path, spec: MiniNSDSpec | None = None) -> list[Path]:
+    """The files of the first stage (:func:`write_stimulus_release`)."""
+    spec = spec or MiniNSDSpec()
+    layout = NSDLayout(Path(root))
+    files = [layout.expdesign, layout.stim_info, layout.stimuli, layout.parcel_table, layout.captions("train2017"),
+             layout.captions("val2017"), layout.fsaverage_labels("lh"), layout.fsaverage_labels("rh")]
+    return files + [layout.responses(s) for s in spec.subjects]
+
+
+def brain_files(root: Path, spec: MiniNSDSpec | None = None) -> list[Path]:
+    """The files of the second stage (:func:`write_brain_release`) but ``ground_truth.json``."""
+    spec = spec or MiniNSDSpec()
+    layout = NSDLayout(Path(root))
+    n_sessions = int(np.ceil((spec.n_shared + spec.n_unique) * spec.repeats / spec.trials_per_session))
+    files = []
+    for s in spec.subjects:
+        files += [layout.parcel_volume(s), layout.ncsnr(s)] + [layout.betas(s, k) for k in range(1, n_sessions + 1)]
+    return files
+
+
+def _sessions(n_trials: int, spec: MiniNSDSpec) -> np.ndarray:
+    return (np.arange(n_trials) // spec.trials_per_session) + 1
+
+
+def write_stimulus_release(root: Path, spec: MiniNSDSpec | None = None) -> None:
+    """First stage: what defines the stimuli (images, captions, stim info, experiment design, the
+    subjects' behavioural responses) and the atlas files. Models read these; no model is run."""
+    import h5py
+    from scipy.io import savemat
 
     spec = spec or MiniNSDSpec()
     rng = np.random.default_rng(spec.seed)
@@ -232,11 +261,68 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
     # the planted parcels on fsaverage (deterministic, no random numbers drawn)
     write_mini_atlas(layout, {int(parcels.set_index("name").loc[n, "index"]): n for n in spec.planted})
 
+    # behavioural responses: which image each trial showed, session/run/trial, old/new
+    for subject in spec.subjects:
+        trial_kid = subjectim[subject_number(subject) - 1][order - 1]
+        n_trials = len(trial_kid)
+        sessions = _sessions(n_trials, spec)
+        runs_per_session = 12
+        per_run = int(np.ceil(spec.trials_per_session / runs_per_session))
+        within = np.arange(n_trials) % spec.trials_per_session
+        first_seen: dict[int, int] = {}
+        is_old = []
+        for i, k in enumerate(trial_kid):
+            is_old.append(int(k in first_seen))
+            first_seen.setdefault(int(k), i)
+        # reaction times from their own stream, so the brain stage's draws do not depend on them
+        rt_rng = np.random.default_rng([spec.seed, subject_number(subject), 1])
+        resp = pd.DataFrame({
+            "SUBJECT": subject_number(subject), "SESSION": sessions, "RUN": within // per_run + 1,
+            "TRIAL": within % per_run + 1, "73KID": trial_kid, "10KID": order, "ISOLD": is_old,
+            "ISCORRECT": 1, "RT": np.round(rt_rng.uniform(400, 1200, n_trials), 1), "BUTTON": 1,
+            "MISSINGDATA": 0,
+        })
+        with atomic_path(layout.responses(subject), suffix=".tsv") as tmp:
+            resp.to_csv(tmp, sep="\t", index=False)
+
+
+def read_stimulus_release(root: Path) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """What the brain stage needs from the first stage's files: the images (n, H, W, 3) in 73KID
+    order, each image's first caption, ``masterordering`` and ``subjectim`` (1-based)."""
+    import h5py
+    from scipy.io import loadmat
+
+    layout = NSDLayout(Path(root))
+    with h5py.File(layout.stimuli, "r") as f:
+        images = f["imgBrick"][:]
+    info = pd.read_csv(layout.stim_info, index_col=0)
+    first: dict[int, str] = {}
+    for split in ("train2017", "val2017"):
+        for ann in sorted(json.loads(layout.captions(split).read_text())["annotations"], key=lambda a: a["id"]):
+            first.setdefault(int(ann["image_id"]), ann["caption"])
+    captions = [first[int(c)] for c in info.sort_values("nsdId")["cocoId"]]
+    design = loadmat(layout.expdesign)
+    return images, captions, design["masterordering"].reshape(-1), design["subjectim"]
+
+
+def write_brain_release(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None = None) -> dict:
+    """Second stage: per subject the parcel volume, the single-trial betas and ncsnr, from the first
+    stage's files and the planted read-outs; writes ``ground_truth.json`` last and returns it."""
+    import nibabel as nib
+
+    from brainalign.features import build_language_model, build_vision_model, extract_language, extract_vision
+
+    spec = spec or MiniNSDSpec()
+    layout = NSDLayout(Path(root))
+    images, first_captions, order, subjectim = read_stimulus_release(root)
+    n_images = len(images)
+    parcels = hcp_parcels()
+
     # the representations the parcels read out
     vis_model = build_vision_model(vision_entry)
     vis_names, vis_layers = extract_vision(vis_model, images)
     tok, lang_model = build_language_model(language_entry)
-    lang_names, lang_layers = extract_language(tok, lang_model, [c[0] for c in captions])
+    lang_names, lang_layers = extract_language(tok, lang_model, first_captions)
     reps = {"vision": (vision_entry.name, vis_names, vis_layers),
             "language": (language_entry.name, lang_names, lang_layers)}
     truth = {"seed": spec.seed, "noise": spec.noise, "parcels": {}}
@@ -255,8 +341,7 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
         affine = np.diag([1.8, 1.8, 1.8, 1.0])
         with atomic_path(layout.parcel_volume(subject), suffix=".nii.gz") as tmp:
             nib.save(nib.Nifti1Image(vol, affine), tmp)
-        row = subjectim[subject_number(subject) - 1]
-        trial_kid = row[order - 1]
+        trial_kid = subjectim[subject_number(subject) - 1][order - 1]
         n_trials = len(trial_kid)
         # per-image signal of every voxel (unit variance), then trials = signal + noise
         signal = np.zeros((n_images + 1, vol.size), dtype=np.float32)
@@ -271,7 +356,7 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
             signal[1:, vox] = sig.astype(np.float32)
         baseline = srng.normal(0, 0.5, vol.size).astype(np.float32)
         in_brain = (flat >= 0).astype(np.float32)
-        sessions = (np.arange(n_trials) // spec.trials_per_session) + 1
+        sessions = _sessions(n_trials, spec)
         for sess in np.unique(sessions):
             t = np.flatnonzero(sessions == sess)
             noise = srng.standard_normal((len(t), vol.size)).astype(np.float32) * spec.noise
@@ -286,21 +371,5 @@ def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None 
         ncsnr[flat < 0] = np.nan
         with atomic_path(layout.ncsnr(subject), suffix=".nii.gz") as tmp:
             nib.save(nib.Nifti1Image(ncsnr.reshape(vol.shape), affine), tmp)
-        runs_per_session = 12
-        per_run = int(np.ceil(spec.trials_per_session / runs_per_session))
-        within = np.arange(n_trials) % spec.trials_per_session
-        first_seen: dict[int, int] = {}
-        is_old = []
-        for i, k in enumerate(trial_kid):
-            is_old.append(int(k in first_seen))
-            first_seen.setdefault(int(k), i)
-        resp = pd.DataFrame({
-            "SUBJECT": subject_number(subject), "SESSION": sessions, "RUN": within // per_run + 1,
-            "TRIAL": within % per_run + 1, "73KID": trial_kid, "10KID": order, "ISOLD": is_old,
-            "ISCORRECT": 1, "RT": np.round(srng.uniform(400, 1200, n_trials), 1), "BUTTON": 1,
-            "MISSINGDATA": 0,
-        })
-        with atomic_path(layout.responses(subject), suffix=".tsv") as tmp:
-            resp.to_csv(tmp, sep="\t", index=False)
     write_text(json.dumps(truth, indent=2), Path(root) / "ground_truth.json")
     return truth

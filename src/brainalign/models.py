@@ -17,6 +17,7 @@ Adding a model is adding one entry.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -49,6 +50,14 @@ class ModelEntry:
     @property
     def trained(self) -> bool:
         return self.weights != "random"
+
+
+def at_input_size(entry: ModelEntry, size: int | None) -> ModelEntry:
+    """``entry`` seeing whole images at ``size`` px (config key ``vision_input_size``), unless it is
+    not a vision model, ``size`` is None, or the entry sets its own ``input_size`` (a training run's)."""
+    if size is None or entry.modality != "vision" or entry.extra.get("input_size"):
+        return entry
+    return dataclasses.replace(entry, extra={**entry.extra, "input_size": int(size)})
 
 
 def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:

@@ -7,7 +7,6 @@ inputs, outputs and params; users can call them directly too.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from brainalign.io import InputError, Progress, atomic_path, release_memory, write_csv, write_parquet
-from brainalign.models import ModelEntry, load_registry, lookup
+from brainalign.models import ModelEntry, at_input_size, load_registry, lookup
 from brainalign.nsd import NSDLayout
 
 log = logging.getLogger("brainalign")
@@ -29,29 +28,29 @@ CHANCE_TOP1 = {"imagenet": 1e-3, "imagenet-a": 5e-3, "imagenet-a-clean": 5e-3, "
                "sketch": 1e-3}
 
 
-def make_mini_nsd(root: Path, registry: Path, vision_model: str, language_model: str, seed: int = 0) -> None:
-    """Generate the mini-NSD under ``root`` (see :mod:`brainalign.mini_nsd`)."""
-    from brainalign.mini_nsd import MiniNSDSpec, generate
+def make_mini_nsd(root: Path, registry: Path, vision_model: str, language_model: str, seed: int = 0,
+                  stage: str = "all", vision_input_size: int | None = None) -> None:
+    """Generate the mini-NSD under ``root`` (see :mod:`brainalign.mini_nsd`): ``stage`` "stimuli"
+    (images, captions, design, responses, atlas), "brain" (volumes, betas, ncsnr, ground truth) or
+    "all". ``vision_input_size``: as the features jobs (config key of that name), so the planted
+    read-outs are the features the vision model gives there."""
+    from brainalign.mini_nsd import MiniNSDSpec, write_brain_release, write_stimulus_release
 
-    reg = load_registry(registry)
-    generate(Path(root), lookup(reg, vision_model, "mini_nsd.vision_model"),
-             lookup(reg, language_model, "mini_nsd.language_model"), MiniNSDSpec(seed=seed))
+    spec = MiniNSDSpec(seed=seed)
+    if stage in ("stimuli", "all"):
+        write_stimulus_release(Path(root), spec)
+    if stage in ("brain", "all"):
+        reg = load_registry(registry)
+        vision = at_input_size(lookup(reg, vision_model, "mini_nsd.vision_model"), vision_input_size)
+        write_brain_release(Path(root), vision,
+                            lookup(reg, language_model, "mini_nsd.language_model"), spec)
 
 
-def mini_nsd_outputs(root: str) -> list[str]:
-    """Every file the mini-NSD generator writes but ``ground_truth.json`` (for the rule's outputs)."""
-    from brainalign.mini_nsd import MiniNSDSpec
+def mini_nsd_outputs(root: str, stage: str) -> list[str]:
+    """The files one stage of the mini-NSD generator writes (the brain stage: but ``ground_truth.json``)."""
+    from brainalign.mini_nsd import brain_files, stimulus_files
 
-    spec = MiniNSDSpec()
-    layout = NSDLayout(Path(root))
-    n_sessions = math.ceil((spec.n_shared + spec.n_unique) * spec.repeats / spec.trials_per_session)
-    files = [layout.expdesign, layout.stim_info, layout.stimuli, layout.parcel_table,
-             layout.captions("train2017"), layout.captions("val2017"), layout.fsaverage_labels("lh"),
-             layout.fsaverage_labels("rh")]
-    for s in spec.subjects:
-        files += [layout.responses(s), layout.parcel_volume(s), layout.ncsnr(s)]
-        files += [layout.betas(s, k) for k in range(1, n_sessions + 1)]
-    return [str(f) for f in files]
+    return [str(f) for f in (stimulus_files if stage == "stimuli" else brain_files)(Path(root))]
 
 
 def write_stimuli(nsd_root: Path, subject: str, split: str, out: Path, sessions=None,
@@ -100,7 +99,7 @@ def noise_ceilings(nsd_root: Path, subject: str, split: str, rois, out: Path, se
 
 
 def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf5: Path, device: str,
-            outs: Sequence[Path], batch_size: int = 32) -> None:
+            outs: Sequence[Path], batch_size: int = 32, vision_input_size: int | None = None) -> None:
     """Every layer of ``model`` for each stimulus set (one subject each), from one model load.
 
     ``stimuli_csvs[i]`` (columns nsd_id, caption) gives the stimuli of ``outs[i]`` (HDF5, float16);
@@ -108,7 +107,7 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
     """
     from brainalign.features import load_model, write_features
 
-    entry = lookup(load_registry(registry), model, "vision_models/language_models")
+    entry = at_input_size(lookup(load_registry(registry), model, "vision_models/language_models"), vision_input_size)
     loaded = load_model(entry, device)
     for csv, out in zip(stimuli_csvs, outs, strict=True):
         stimuli = pd.read_csv(csv)
@@ -123,17 +122,23 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
 
 
 def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metrics, device: str,
-              out: Path) -> None:
-    """Every layer x ROI x metric of one (subject, model), to parquet."""
+              out: Path, nulls_out: Path | None = None, null_metric: str = "cka_36", permutations: int = 0,
+              seed: int = 0) -> None:
+    """Every layer x ROI x metric of one (subject, model), to parquet; with ``nulls_out``, also the
+    permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process."""
     from brainalign.features import feature_loaders, resolve_device
     from brainalign.metrics import score_matrices
     from brainalign.nsd import brain_loaders
 
+    if nulls_out is not None and permutations < 1:
+        raise InputError(f"{model} on {subject}: nulls asked for with {permutations} permutations "
+                         "(config key 'null_permutations' must be >= 1)")
+    device = resolve_device(device)
     # loaders, not arrays: the engine reads each layer and ROI once, z-scores it and drops the raw copy
     ids, rois = brain_loaders(Path(brain_h5))
     _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
     try:
-        mats = score_matrices(layers, list(rois.values()), metrics, resolve_device(device))
+        mats = score_matrices(layers, list(rois.values()), metrics, device)
     except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
         raise InputError(f"{model} on {brain_h5}: {exc} (config key 'metrics')") from None
     nan = int(sum(np.isnan(m).sum() for m in mats.values()))
@@ -152,36 +157,37 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
             "score": mat.reshape(-1),
             "n_layers": len(layers),
         }))
-    write_parquet(pd.concat(frames, ignore_index=True), out)
+    scores = pd.concat(frames, ignore_index=True)
+    if nulls_out is None:
+        write_parquet(scores, out)
+        return
+    nulls = null_frame(ids, rois, layers, model, subject, null_metric, permutations, seed, device, brain_h5)
+    # both files, or neither: the nulls are computed before either is written
+    write_parquet(nulls, nulls_out)
+    write_parquet(scores, out)
 
 
-def null_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metric: str, permutations: int,
-             seed: int, device: str, out: Path) -> None:
-    """Permutation nulls of one (subject, model): per layer x ROI the observed ``metric`` and its
-    null summary (:mod:`brainalign.nulls`), to parquet."""
-    from brainalign.features import feature_loaders, resolve_device
-    from brainalign.nsd import brain_loaders
+def null_frame(ids, rois: dict, layers, model: str, subject: str, metric: str, permutations: int, seed: int,
+               device: str, brain_h5) -> pd.DataFrame:
+    """Per layer x ROI the observed ``metric`` and its permutation-null summary (:mod:`brainalign.nulls`)."""
     from brainalign.nulls import null_scores, summarise
     from brainalign.nulls import permutations as shuffles
 
-    ids, rois = brain_loaders(Path(brain_h5))
-    _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
     perms = shuffles(len(ids), permutations, seed, subject)
     try:
-        observed, null = null_scores(layers, list(rois.values()), metric, perms, resolve_device(device),
+        observed, null = null_scores(layers, list(rois.values()), metric, perms, device,
                                      what=f"nulls {model} on {subject}")
     except ValueError as exc:
         raise InputError(f"{model} on {brain_h5}: {exc} (config key 'analysis: metric')") from None
     summary = summarise(observed, null)
-    frame = pd.DataFrame({
+    log.info("%s on %s: %d permutations, %d of %d measurements with p_perm = 1/(1+P)", model, subject,
+             permutations, int((summary["n_exceed"] == 0).sum()), observed.size)
+    return pd.DataFrame({
         "src_model": model, "tgt_model": subject, "metric": metric,
         "src_feature": np.repeat(np.arange(len(layers)), len(rois)),
         "tgt_feature": np.tile(list(rois), len(layers)),
         "score": observed.reshape(-1), "n_null": permutations,
     } | {k: v.reshape(-1) for k, v in summary.items()})
-    log.info("%s on %s: %d permutations, %d of %d measurements with p_perm = 1/(1+P)", model, subject,
-             permutations, int((summary["n_exceed"] == 0).sum()), observed.size)
-    write_parquet(frame, out)
 
 
 def null_stats(null_files: Sequence[Path], out: Path, parcels_out: Path) -> None:

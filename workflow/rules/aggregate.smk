@@ -32,7 +32,7 @@ rule check_table:
         kind=r"all|trained",
     conda:
         "../../envs/analysis.yaml"
-    threads: 2
+    threads: TABLE_THREADS
     script:
         "../../scripts/check_table.py"
 
@@ -67,7 +67,7 @@ else:
             f"{RESULTS}/benchmarks/model_scores/{{modality}}.tsv"
         conda:
             "../../envs/analysis.yaml"
-        threads: 2
+        threads: TABLE_THREADS
         params:
             pooling=ANALYSIS["pooling"],
         script:

@@ -1,4 +1,7 @@
-# Alignment: one job per (subject, model), every layer x ROI x metric.
+# Alignment: one job per (subject, model), every layer x ROI x metric. With null_permutations > 0
+# the same job also writes the permutation nulls of the headline metric (the brain's stimulus order
+# shuffled, the same shuffles for every parcel and model of a subject): the data are read once and
+# no second job pays the start-up.
 
 
 rule align:
@@ -6,7 +9,7 @@ rule align:
         brain=f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
         features=f"{RESULTS}/features/{{split}}/{{subject}}/{{model}}.h5",
     output:
-        f"{RESULTS}/alignment/{{split}}/{{subject}}/{{model}}.parquet",
+        **ALIGN_OUTPUTS,
     log:
         f"{RESULTS}/logs/align/{{split}}/{{subject}}/{{model}}.log",
     benchmark:
@@ -18,6 +21,9 @@ rule align:
     params:
         metrics=METRICS,
         device=DEVICE,
+        null_metric=ANALYSIS["metric"],
+        null_permutations=NULL_PERMUTATIONS,
+        seed=ANALYSIS["resamples_seed"],
     script:
         "../../scripts/align.py"
 
@@ -46,31 +52,7 @@ rule split_half_ceiling:
         "../../scripts/split_half_ceiling.py"
 
 
-# Permutation nulls (config null_permutations > 0): the headline metric with the brain's stimulus
-# order shuffled, per (subject, model); then per modality the FDR over every test.
-rule null:
-    input:
-        brain=f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
-        features=f"{RESULTS}/features/{{split}}/{{subject}}/{{model}}.h5",
-    output:
-        f"{RESULTS}/nulls/{{split}}/{{subject}}/{{model}}.parquet",
-    log:
-        f"{RESULTS}/logs/null/{{split}}/{{subject}}/{{model}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/null/{{split}}/{{subject}}/{{model}}.tsv"
-    conda:
-        "../../envs/align.yaml"
-    resources:
-        gpu=1 if USE_GPU else 0,
-    params:
-        metric=ANALYSIS["metric"],
-        permutations=NULL_PERMUTATIONS,
-        seed=ANALYSIS["resamples_seed"],
-        device=DEVICE,
-    script:
-        "../../scripts/null.py"
-
-
+# Per modality, the FDR over every permutation test of the align jobs (null_permutations > 0).
 rule null_stats:
     input:
         lambda w: null_files(w.modality),

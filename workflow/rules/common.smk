@@ -7,16 +7,23 @@ from snakemake.exceptions import WorkflowError
 
 from brainalign.io import InputError
 from brainalign.metrics import resolve_metrics
-from brainalign.models import load_registry, select_models
+from brainalign.models import at_input_size, load_registry, select_models
 from brainalign.nsd import NSDLayout
 
 DEFAULT_MINI_NSD = "results/mini_nsd"
 # tables mode: start from measurement tables in the paper's schema (its vision_all.parquet ...)
 TABLES_FROM = config.get("tables_from")
-RESULTS = config.get("results", "results/from_tables" if TABLES_FROM else "results")
+# fmri: measure everything from NSD and the models; paper: start from the paper's per-model scores
+SCORES_FROM = config["scores_from"]
+# each mode has its own results directory, so no mode's run overwrites another's outputs
+RESULTS = config.get("results") or (
+    "results/from_tables" if TABLES_FROM else "results/paper" if SCORES_FROM == "paper" else "results"
+)
 NSD_ROOT = config["nsd_root"]
 LAYOUT = NSDLayout(NSD_ROOT, config.get("coco_annotations"))
 IS_DEFAULT_MINI = os.path.normpath(NSD_ROOT) == os.path.normpath(DEFAULT_MINI_NSD)
+# the generated release's last file: what reads betas waits for the generator's brain stage
+MINI_BRAIN_STAGE = [f"{DEFAULT_MINI_NSD}/ground_truth.json"] if IS_DEFAULT_MINI else []
 SESSIONS = config["sessions"]  # all | [1, 2, ...] | {max: 37} (the paper's sessions)
 # NSD's FreeSurfer folder is optional: without it ingest takes the package's HCP-MMP1 names and
 # the brain maps (which need the fsaverage annotation) are left out
@@ -26,10 +33,12 @@ SUBJECTS = list(config["subjects"])
 REGISTRY_FILE = config["model_registry"]  # one file or a list
 REGISTRY_FILES = [REGISTRY_FILE] if isinstance(REGISTRY_FILE, str) else list(REGISTRY_FILE)
 DEVICE = config["device"]
+VISION_INPUT_SIZE = config["vision_input_size"]  # None: each model's own eval transform
+# threads of the jobs that query the measurement tables (DuckDB): two for real tables (--set-threads
+# RULE=N raises it); one for the mini-NSD's measured tables (a few MB), so such jobs run side by side
+TABLE_THREADS = 1 if IS_DEFAULT_MINI and not TABLES_FROM and SCORES_FROM != "paper" else 2
 # auto: GPU jobs ask the scheduler for a GPU and use it when one is visible, else the CPU
 USE_GPU = DEVICE.startswith("cuda") or DEVICE == "auto"
-# fmri: measure everything from NSD and the models; paper: start from the paper's per-model scores
-SCORES_FROM = config["scores_from"]
 # every default comes from workflow/schemas/config.schema.yaml (filled in by validate_config)
 ANALYSIS = config["analysis"]
 # registry files that name the models' families (robustness statistics): the config's, then the paper's
@@ -39,6 +48,10 @@ FAMILY_REGISTRIES = REGISTRY_FILES + [
     if os.path.isfile(p) and p not in REGISTRY_FILES
 ]
 NULL_PERMUTATIONS = int(config["null_permutations"])
+# the align job's outputs: the scores, and the permutation nulls when asked for
+ALIGN_OUTPUTS = {"scores": f"{RESULTS}/alignment/{{split}}/{{subject}}/{{model}}.parquet"}
+if NULL_PERMUTATIONS:
+    ALIGN_OUTPUTS["nulls"] = f"{RESULTS}/nulls/{{split}}/{{subject}}/{{model}}.parquet"
 MINI = config["mini_nsd"]
 
 
@@ -169,7 +182,7 @@ def registry_entry(wildcards):
         "gpus": e.gpus,
         "benchmark": e.benchmark,
         **({"trust_remote_code": True} if e.trust_remote_code else {}),
-    } | e.extra
+    } | at_input_size(e, VISION_INPUT_SIZE).extra
     return {k: v for k, v in entry.items() if k not in NOT_FEATURE_KEYS}
 
 

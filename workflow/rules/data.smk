@@ -3,30 +3,57 @@ from brainalign.pipeline import mini_nsd_outputs
 
 if IS_DEFAULT_MINI:
 
+    # two stages, so that the training run (it needs only the images and captions) starts while the
+    # brain stage computes the planted read-outs and writes the betas
+    rule mini_nsd_stimuli:
+        output:
+            mini_nsd_outputs(DEFAULT_MINI_NSD, "stimuli"),
+        log:
+            f"{RESULTS}/logs/mini_nsd_stimuli.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/mini_nsd_stimuli.tsv"
+        conda:
+            "../../envs/data.yaml"
+        params:
+            # the release root, from nsddata/experiments/nsd/nsd_expdesign.mat (the first output)
+            root=lambda w, output: str(Path(output[0]).parents[3]),
+            registry=REGISTRY_FILES,
+            seed=MINI["seed"],
+            vision_model=MINI["vision_model"],
+            language_model=MINI["language_model"],
+            stage="stimuli",
+            vision_input_size=None,
+        script:
+            "../../scripts/make_mini_nsd.py"
+
     rule mini_nsd:
+        input:
+            mini_nsd_outputs(DEFAULT_MINI_NSD, "stimuli"),
         output:
             truth=f"{DEFAULT_MINI_NSD}/ground_truth.json",
-            release=mini_nsd_outputs(DEFAULT_MINI_NSD),
+            release=mini_nsd_outputs(DEFAULT_MINI_NSD, "brain"),
         log:
             f"{RESULTS}/logs/mini_nsd.log",
         benchmark:
             f"{RESULTS}/benchmarks/mini_nsd.tsv"
         conda:
             "../../envs/data.yaml"
-        threads: 2
         params:
             root=lambda w, output: os.path.dirname(output.truth),
             registry=REGISTRY_FILES,
             seed=MINI["seed"],
             vision_model=MINI["vision_model"],
             language_model=MINI["language_model"],
+            stage="brain",
+            vision_input_size=VISION_INPUT_SIZE,
         script:
             "../../scripts/make_mini_nsd.py"
 
 
 rule stimuli:
     input:
-        lambda w: [str(p) for p in LAYOUT.stimulus_inputs(w.subject)],
+        # a subject's stimuli are the images of the sessions whose betas are on disk
+        lambda w: [str(p) for p in LAYOUT.stimulus_inputs(w.subject)] + MINI_BRAIN_STAGE,
     output:
         f"{RESULTS}/stimuli/{{split}}/{{subject}}.csv",
     log:

@@ -80,7 +80,7 @@ for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
             f"{RESULTS}/benchmarks/figures/{_family}.tsv"
         conda:
             "../../envs/analysis.yaml"
-        threads: 2
+        threads: TABLE_THREADS
         params:
             **FIGURE_PARAMS,
             family=_family,
@@ -108,7 +108,7 @@ rule figure_brain_map:
         kind=r"score|change|normalised",
     conda:
         "../../envs/analysis.yaml"
-    threads: 2
+    threads: TABLE_THREADS
     params:
         **FIGURE_PARAMS,
         family="brain_map",
@@ -163,7 +163,7 @@ rule trajectory_leadlag:
         f"{RESULTS}/benchmarks/stats/trajectory_leadlag.tsv"
     conda:
         "../../envs/analysis.yaml"
-    threads: 2
+    threads: TABLE_THREADS
     params:
         **TRAJECTORY_PARAMS,
         **FIGURE_PARAMS,
@@ -186,7 +186,7 @@ rule figure_trajectories:
         f"{RESULTS}/benchmarks/figures/trajectories.tsv"
     conda:
         "../../envs/analysis.yaml"
-    threads: 2
+    threads: TABLE_THREADS
     params:
         **TRAJECTORY_PARAMS,
         **FIGURE_PARAMS,
