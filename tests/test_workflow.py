@@ -735,8 +735,8 @@ def test_tables_mode_on_a_measured_runs_tables_gives_its_numbers(demo_run, tmp_p
              "kernel_size/change_28_68", "brain_maps/vision_score", "brain_maps/language_change")
     out, measured = work / "results/from_tables", demo_run / "results"
     # the compared outputs only (the whole mode is run by the planted-tables test)
-    targets = [str(out / f"figures/{stem}.csv") for stem in stems]
-    targets.append(str(out / "stats/correlation_sigma36_numeric.csv"))
+    targets = [f"results/from_tables/figures/{stem}.csv" for stem in stems]
+    targets.append("results/from_tables/stats/correlation_sigma36_numeric.csv")
     snakemake(work, "--cores", "2", *targets, *config)
     for mod in MODELS:
         got = pd.read_csv(out / f"stats/model_scores_{mod}.csv").set_index("model")

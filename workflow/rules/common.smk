@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from brainalign.io import InputError
 from brainalign.metrics import resolve_metrics
 from brainalign.models import at_input_size, load_registry, select_models
+from brainalign.plan import FIGURE_EXTS, Plan, figure_stems
 from brainalign.nsd import NSDLayout
 
 DEFAULT_MINI_NSD = "results/mini_nsd"
@@ -263,29 +264,52 @@ def alignment_files(modality):
     )
 
 
-def noise_ceiling_files():
-    """NSD's per-parcel noise ceilings (measured runs, where the release has ncsnr.nii.gz)."""
+def _release_facts():
+    """What the release on disk offers the plan (warning once about what it lacks)."""
     if TABLES_FROM or SCORES_FROM == "paper":
-        return []
+        # a real NSD's atlas: the mini-NSD's 12 parcels cannot show the tables' 180
+        atlas = not IS_DEFAULT_MINI and all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh"))
+        return {"ncsnr": False, "atlas": atlas}
     missing = [s for s in SUBJECTS if not IS_DEFAULT_MINI and not os.path.exists(LAYOUT.ncsnr(s))]
     if missing:
         _warn(f"noise ceilings left out: no {LAYOUT.ncsnr(missing[0])} (NSD's betas folder holds it)")
-        return []
-    return [f"{RESULTS}/stats/noise_ceiling/{SPLIT}/{s}.csv" for s in SUBJECTS]
+    atlas = IS_DEFAULT_MINI or all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh"))
+    if not atlas:
+        _warn(
+            f"brain maps left out: {LAYOUT.fsaverage_labels('lh')} not found (download NSD's "
+            "nsddata/freesurfer/fsaverage/label/ to draw them)"
+        )
+    return {"ncsnr": not missing, "atlas": atlas}
 
 
-def split_half_files():
-    """The headline metric's split-half ceilings per subject (measured runs)."""
-    if TABLES_FROM or SCORES_FROM == "paper":
-        return []
-    return [f"{RESULTS}/stats/split_half_ceiling/{SPLIT}/{s}.csv" for s in SUBJECTS]
-
-
-def roi_score_files():
-    """Per-ROI scores with their ceilings (measured runs whose metrics include the headline one)."""
-    if not split_half_files() or ANALYSIS["metric"] not in METRICS:
-        return []
-    return [f"{RESULTS}/stats/roi_scores_{mod}.csv" for mod in TABLE_MODALITIES]
+# What is built, decided by brainalign.plan (pure, unit-tested) from the config and the release.
+PLAN = Plan(
+    results=RESULTS,
+    split=SPLIT,
+    subjects=tuple(SUBJECTS),
+    modalities=tuple(TABLE_MODALITIES),
+    metrics=tuple(METRICS),
+    headline=ANALYSIS["metric"],
+    kernel_sizes=tuple(ANALYSIS["kernel_sizes"]),
+    mode="paper" if SCORES_FROM == "paper" else "tables" if TABLES_FROM else "measured",
+    null_permutations=NULL_PERMUTATIONS,
+    table_metrics=tuple(
+        m for m in METRICS if TABLES_FROM and all(m in TABLE_METRICS[(mod, "all")] for mod in TABLE_MODALITIES)
+    ),
+    checkpoints=bool(trained_tables() if TABLES_FROM else checkpoint_models()),
+    **_release_facts(),
+)
+noise_ceiling_files = PLAN.noise_ceiling_files
+split_half_files = PLAN.split_half_files
+roi_score_files = PLAN.roi_score_files
+null_stats_files = PLAN.null_stats_files
+score_modalities = PLAN.score_modalities
+score_files = PLAN.score_files
+stats_files = PLAN.stats_files
+robustness_file = PLAN.robustness_files
+figure_families = PLAN.figure_families
+leadlag_files = PLAN.leadlag_files
+figure_stem = PLAN.figure_stem
 
 
 def roi_score_inputs(wildcards):
@@ -301,54 +325,8 @@ def null_files(modality):
     return expand(f"{RESULTS}/nulls/{SPLIT}/{{subject}}/{{model}}.parquet", subject=SUBJECTS, model=MODELS[modality])
 
 
-def null_stats_files():
-    """Permutation nulls of the headline metric (measured runs with ``null_permutations > 0``)."""
-    if TABLES_FROM or SCORES_FROM == "paper" or not NULL_PERMUTATIONS:
-        return []
-    return [f"{RESULTS}/stats/nulls_{mod}{end}" for mod in TABLE_MODALITIES for end in (".parquet", "_parcels.csv")]
-
-
 def table_files():
     return [] if TABLES_FROM else [table_path(mod) for mod in TABLE_MODALITIES]
-
-
-def score_modalities():
-    if SCORES_FROM == "paper":
-        return ["vision", "language"]
-    return TABLE_MODALITIES
-
-
-def score_files():
-    return [f"{RESULTS}/stats/model_scores_{mod}.csv" for mod in score_modalities()]
-
-
-def stats_files():
-    if set(score_modalities()) != {"vision", "language"}:
-        return []
-    if SCORES_FROM == "paper":
-        sigmas = [20, 28, 36, 44, 52, 60, 68, 76, 84, 92, 100]
-    elif TABLES_FROM:  # every kernel size both tables hold
-        sigmas = [
-            int(m[4:])
-            for m in METRICS
-            if m.startswith("cka_") and all(m in TABLE_METRICS[(mod, "all")] for mod in TABLE_MODALITIES)
-        ]
-    else:  # the analysis metric's kernel size; any other is one target away
-        sigmas = [int(ANALYSIS["metric"][4:])] if ANALYSIS["metric"] in METRICS else []
-    return [f"{RESULTS}/stats/correlation_sigma{s}.csv" for s in sigmas] + robustness_file()
-
-
-def robustness_file():
-    """The sound statistics beside the paper's, at the headline kernel size (any other: one target)."""
-    if set(score_modalities()) != {"vision", "language"} or not ANALYSIS["metric"].startswith("cka_"):
-        return []
-    if SCORES_FROM != "paper" and ANALYSIS["metric"] not in METRICS:
-        return []
-    return [f"{RESULTS}/stats/robustness_sigma{ANALYSIS['metric'][4:]}.csv"]
-
-
-def figure_stem(family, stem):
-    return f"{RESULTS}/figures/{family}/{stem}"
 
 
 def figure_outputs(family, stem, caption):
@@ -385,42 +363,7 @@ def trajectory_inputs(wildcards=None):
 
 
 KERNEL_FROM, KERNEL_TO = ANALYSIS["kernel_sizes"]
-FIGURES = {  # family -> file stem; which are built depends on the mode and the metrics
-    "performance": "brain_score_vs_benchmark",
-    "performance_sigma": "correlation_by_sigma",
-    "consistency": "subject_consistency",
-    "metrics": "metric_correlation",
-    "layers": "layerwise_profiles",
-    "kernel_size": f"change_{KERNEL_FROM}_{KERNEL_TO}",
-    "umap": "umap_profiles",
-    "trajectories": "training_trajectories",
-    "robustness": "robustness_forest",
-}
-FIGURE_DIR = {"performance_sigma": "performance"}
-
-
-def figure_families():
-    """The figure families this config can build."""
-    robust = ["robustness"] if robustness_file() else []
-    if SCORES_FROM == "paper":
-        return ["performance", "performance_sigma", "consistency", "kernel_size", *robust]
-    out = ["performance", "performance_sigma", *robust] if score_modalities() else []
-    if not TABLE_MODALITIES:
-        return out
-    if ANALYSIS["metric"] in METRICS:
-        out += ["consistency", "layers", "umap"]
-    if len(METRICS) >= 2:
-        out.append("metrics")
-    if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):
-        out.append("kernel_size")
-    if ANALYSIS["metric"] in METRICS and (trained_tables() if TABLES_FROM else checkpoint_models()):
-        out.append("trajectories")
-    return out
-
-
-def leadlag_files():
-    """The lead-lag table of the training runs, wherever the trajectory figure is built."""
-    return [f"{RESULTS}/stats/trajectory_leadlag.csv"] if "trajectories" in figure_families() else []
+FIGURES = figure_stems((KERNEL_FROM, KERNEL_TO))  # family -> file stem; which are built: PLAN
 
 
 def brain_map_inputs(wildcards):
@@ -434,55 +377,12 @@ def brain_map_inputs(wildcards):
 
 
 def brain_map_files():
-    """Brain maps per modality: the headline score and the kernel-size change. In precomputed and
-    tables mode only when ``nsd_root`` holds NSD's fsaverage HCP-MMP1 annotation (the paper's tables
-    have no surface of their own)."""
-    kinds = []
-    if SCORES_FROM == "paper" or TABLES_FROM:  # a real NSD's atlas: the mini-NSD's 12 parcels cannot show 180
-        if IS_DEFAULT_MINI or not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
-            return []
-    elif not IS_DEFAULT_MINI and not all(os.path.exists(LAYOUT.fsaverage_labels(h)) for h in ("lh", "rh")):
-        _warn(
-            f"brain maps left out: {LAYOUT.fsaverage_labels('lh')} not found (download NSD's "
-            "nsddata/freesurfer/fsaverage/label/ to draw them)"
-        )
-        return []
-    if SCORES_FROM == "paper":
-        mods, kinds = ["vision", "language"], ["change"]
-    else:
-        mods = TABLE_MODALITIES
-        if ANALYSIS["metric"] in METRICS:
-            kinds.append("score")
-        if roi_score_files():
-            kinds.append("normalised")
-        if {f"cka_{KERNEL_FROM}", f"cka_{KERNEL_TO}"} <= set(METRICS):
-            kinds.append("change")
-    ceiling = ["noise_ceiling"] if SCORES_FROM != "paper" and not TABLES_FROM and noise_ceiling_files() else []
-    return [
-        f"{figure_stem('brain_maps', stem)}.{ext}"
-        for stem in [f"{m}_{k}" for m in mods for k in kinds] + ceiling
-        for ext in ("png", "pdf", "csv")
-    ]
+    return [f"{figure_stem('brain_maps', stem)}.{ext}" for stem in PLAN.brain_map_stems() for ext in FIGURE_EXTS]
 
 
 def figure_files():
-    return [
-        f"{figure_stem(FIGURE_DIR.get(f, f), FIGURES[f])}.{ext}"
-        for f in figure_families()
-        for ext in ("png", "pdf", "csv")
-    ] + brain_map_files()
+    return PLAN.figure_files()
 
 
 def all_targets():
-    if SCORES_FROM == "paper":
-        return stats_files() + figure_files()
-    return (
-        table_files()
-        + noise_ceiling_files()
-        + split_half_files()
-        + roi_score_files()
-        + null_stats_files()
-        + stats_files()
-        + leadlag_files()
-        + figure_files()
-    )
+    return PLAN.all_targets(table_files())
