@@ -17,8 +17,9 @@ of a child would include the parent's RSS at fork) and the wall and CPU time of 
   (750, Z, Y, X), per-voxel chunks (750, 1, 1, 1), uncompressed). One session file is written and
   hard-linked as the others: every session has the same betas, which changes neither the memory nor
   the work per session (its reads come from the page cache after the first, so I/O time is a lower
-  bound). Bound: :func:`brainalign.nsd.load_roi_responses`' docstring, 4 bytes x n_stimuli x n_voxels
-  (the running sums) plus one session (750 x n_voxels float32).
+  bound). Bound: two float32 running sums of n_stimuli x n_voxels (all trials, and the odd-numbered
+  half for the split-half ceilings: 8 bytes x n_stimuli x n_voxels) plus one session (750 x n_voxels
+  float32).
 * ``features``: :func:`brainalign.pipeline.extract` (the ``features`` rule) of one vision model on CPU
   over ``--stimuli`` images of NSD's ``nsd_stimuli.hdf5`` (``imgBrick`` (N, 425, 425, 3) uint8, gzip, one
   image a chunk, smooth low-entropy content so it stays small on disk), ids in random order. Bound:
@@ -170,7 +171,8 @@ def ingest_job(root: Path, out: Path) -> dict:
         dims = [f["roi"][name].shape[1] for name in json.loads(f.attrs["rois"])]
     n_voxels = sum(dims)
     sessions = len(list(NSDLayout(root).betas_dir(SUBJECT).glob("betas_session*.hdf5")))
-    bound = 4 * n_stimuli * n_voxels + 4 * TRIALS_PER_SESSION * n_voxels
+    # the two running sums (every trial; the odd-numbered half) and one session as float32
+    bound = 8 * n_stimuli * n_voxels + 4 * TRIALS_PER_SESSION * n_voxels
     return {"part": "ingest", "shape": f"{n_stimuli} stim x {n_voxels} vox ({len(dims)} ROIs), "
             f"{sessions} x {TRIALS_PER_SESSION} trials", "wall_s": wall, "cpu_s": cpu, "peak": peak, "base": base,
             "bound": bound, "n_stimuli": n_stimuli, "n_voxels": n_voxels, "n_rois": len(dims),
@@ -324,8 +326,8 @@ def main(argv: list[str] | None = None) -> None:
             for part in parts:
                 shutil.rmtree(a.workdir / part, ignore_errors=True)
     print_table(rows)
-    print("\nbound: ingest 4 B x n_stimuli x n_voxels + one session (750 x n_voxels float32), from "
-          "load_roi_responses' docstring; features 4 B x n_stimuli x sum of layer dims. base: RSS before the call; "
+    print("\nbound: ingest 2 x 4 B x n_stimuli x n_voxels (the sums of every trial and of the odd-numbered half) + "
+          "one session (750 x n_voxels float32); features 4 B x n_stimuli x sum of layer dims. base: RSS before the call; "
           "CPU s: user + system time of the job's process (wall time grows when other processes share the cores).")
 
 
