@@ -327,8 +327,9 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.rmtree(a.workdir / part, ignore_errors=True)
     print_table(rows)
     print("\nbound: ingest 2 x 4 B x n_stimuli x n_voxels (the sums of every trial and of the odd-numbered half) + "
-          "one session (750 x n_voxels float32); features 4 B x n_stimuli x sum of layer dims. base: RSS before the call; "
-          "CPU s: user + system time of the job's process (wall time grows when other processes share the cores).")
+          "one session (750 x n_voxels float32); features 4 B x n_stimuli x sum of layer dims. "
+          "base: RSS before the call; CPU s: user + system time of the job's process "
+          "(wall time grows when other processes share the cores).")
 
 
 if __name__ == "__main__":
