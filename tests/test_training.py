@@ -27,7 +27,7 @@ CHANCE = 100 / len(PHOTOS)
 
 
 def make_release(root: Path, n: int) -> NSDLayout:
-    """The files photo_labels and train_checkpoints read, as mini_nsd.generate writes them.
+    """The files photo_labels and train_checkpoints read, as mini_nsd.write_stimulus_release writes them.
 
     Stim info rows are shuffled and images alternate between the two caption
     files, so labels must be matched through nsdId and cocoId.

@@ -169,13 +169,6 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) / (x.std(0) + 1e-8)
 
 
-def generate(root: Path, vision_entry, language_entry, spec: MiniNSDSpec | None = None) -> dict:
-    """Write the mini-NSD under ``root`` (both stages); return the planted ground truth."""
-    spec = spec or MiniNSDSpec()
-    write_stimulus_release(root, spec)
-    return write_brain_release(root, vision_entry, language_entry, spec)
-
-
 def stimulus_files(root: Path, spec: MiniNSDSpec | None = None) -> list[Path]:
     """The files of the first stage (:func:`write_stimulus_release`)."""
     spec = spec or MiniNSDSpec()
