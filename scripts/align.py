@@ -8,4 +8,5 @@ torch.set_num_threads(max(1, s.threads))
 nulls = s.output.get("nulls")
 run(s, lambda: align_job(s.input.brain, s.input.features, s.wildcards.model, s.wildcards.subject, s.params.metrics,
                          s.params.device, s.output.scores, nulls_out=nulls, null_metric=s.params.null_metric,
-                         permutations=int(s.params.null_permutations), seed=int(s.params.seed)))
+                         permutations=int(s.params.null_permutations), seed=int(s.params.seed),
+                         encoding=dict(s.params.encoding)))

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts, snakemake
 
-from brainalign.metrics import ALL_METRICS
+from brainalign.metrics import ALL_METRICS, EVERY_METRICS
 from brainalign.nsd import read_brain
 
 pytestmark = pytest.mark.workflow
@@ -41,12 +41,14 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_brain_map": "results/figures/brain_maps/vision_change.png",
     "figure_trajectories": "results/figures/trajectories/training_trajectories.png",
     "figure_robustness": "results/figures/robustness/robustness_forest.png",
+    "figure_headline_by_metric": "results/figures/metric_families/headline_by_metric.png",
     "figure_ceiling_map": "results/figures/brain_maps/noise_ceiling.png",
 }
 EXPECTED_JOBS = {"mini_nsd_stimuli": 1, "mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4,
                  "train_mini_nsd_cnn": 1, "features": 11,
                  "align": N_ALIGN, "null_stats": 2, "aggregate": 2, "check_table": 2,
                  "model_scores": 2, "correlation_stats": 1, "robustness": 1, "trajectory_leadlag": 1,
+                 "headline_by_metric": 1,
                  "split_half_ceiling": 4, "roi_scores": 2,
                  **{rule: 1 for rule in FIGURES},
                  "figure_brain_map": 6, "figure_ceiling_map": 1, "all": 1}
@@ -68,13 +70,13 @@ def test_tables_hold_one_row_per_measurement(demo_run):
                                               "yeo7", "score", "relative_src_feature"]
         key = ["tgt_model", "src_model", "src_feature", "tgt_feature", "metric"]
         assert not table.duplicated(key).any()
-        assert set(table["metric"]) == set(ALL_METRICS)
+        assert set(table["metric"]) == set(EVERY_METRICS) and set(ALL_METRICS) < set(EVERY_METRICS)
         assert set(table["src_model"]) == models
         assert set(table["tgt_model"]) == {"subj01", "subj02", "subj05", "subj07"}
         n_layers = table.groupby("src_model")["src_feature"].nunique()
         assert n_layers.to_dict() == {m: N_LAYERS[m] for m in models}
         assert table["tgt_feature"].nunique() == N_PARCELS
-        assert len(table) == 4 * sum(N_LAYERS[m] for m in models) * N_PARCELS * 27
+        assert len(table) == 4 * sum(N_LAYERS[m] for m in models) * N_PARCELS * len(EVERY_METRICS)
         assert table["relative_src_feature"].between(0, 7).all()
         assert table["score"].notna().all()
     vision = pd.read_parquet(demo_run / "results/tables/vision_all.parquet")
@@ -105,6 +107,53 @@ def test_planted_ground_truth_is_recovered(demo_run):
     control = cka[cka.tgt_feature == "4"]["score"].max()
     planted_min = min(cka[cka.tgt_feature == p]["score"].max() for p, t in truth.items() if t)
     assert control < 0.5 * planted_min
+
+
+NEW_FAMILIES = ("linear_cka", "rsa_pearson", "rsa_spearman", "ridge")
+
+
+@pytest.mark.parametrize("metric", NEW_FAMILIES)
+def test_every_new_family_finds_the_planted_parcels(demo_run, metric):
+    """For each planted parcel and its planted model, in every subject, the best layer's score beats
+    the noise-only parcel's best; trained models score above their untrained copies."""
+    truth = json.loads((demo_run / "results/mini_nsd/ground_truth.json").read_text())["parcels"]
+    table = pd.concat([pd.read_parquet(demo_run / f"results/tables/{m}_all.parquet") for m in ("vision", "language")],
+                      ignore_index=True)
+    rows = table[table.metric == metric]
+    best = rows.groupby(["src_model", "tgt_model", "tgt_feature"])["score"].max()
+    control = next(p for p, t in truth.items() if t is None)
+    for parcel, planted in truth.items():
+        if planted is None:
+            continue
+        for subject in ("subj01", "subj02", "subj05", "subj07"):
+            mine, noise = best[(planted["model"], subject, parcel)], best[(planted["model"], subject, control)]
+            assert mine > noise, (metric, parcel, subject, mine, noise)
+    for modality, trained, untrained in (
+            ("vision", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"],
+             ["tf_efficientnet_lite0.untrained"]),
+            ("language", ["all-MiniLM-L6-v2"], ["all-MiniLM-L6-v2.untrained", "all-MiniLM-L6-v2.untrained-seed1"])):
+        scores = pd.read_csv(demo_run / f"results/stats/model_scores_{modality}.csv").set_index("model")[metric]
+        assert scores[untrained].max() < scores[trained].min(), (metric, modality, scores.to_dict())
+
+
+def test_headline_by_metric_table_and_figure(demo_run):
+    """One row per (modality, metric variant) measured; its r is the correlation of the pooled score
+    (recomputed here from the tables with pandas) with the headline benchmark."""
+    table = pd.read_csv(demo_run / "results/stats/headline_by_metric.csv")
+    for modality, bench in (("vision", "imagenet"), ("language", "Average ⬆️")):
+        sub = table[table.modality == modality].set_index("metric")
+        assert list(sub.index) == EVERY_METRICS and (sub["benchmark"] == bench).all()
+        scores = pd.read_csv(demo_run / f"results/stats/model_scores_{modality}.csv").set_index("model")
+        raw = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
+        for metric in ("cka_36", "ridge", "rsa_spearman"):
+            pooled = _subject_scores(raw, metric).mean(axis=1)
+            np.testing.assert_allclose(scores.loc[pooled.index, metric], pooled, rtol=1e-9)
+            ok = scores[bench].notna()
+            if ok.sum() >= 4:
+                r = np.corrcoef(scores.loc[ok, metric], scores.loc[ok, bench])[0, 1]
+                assert sub.loc[metric, "pearson_r"] == pytest.approx(r, abs=1e-9)
+    fig = pd.read_csv(demo_run / "results/figures/metric_families/headline_by_metric.csv")
+    assert len(fig) == len(table) and (demo_run / "results/figures/metric_families/headline_by_metric.png").exists()
 
 
 def test_noise_ceilings_recover_the_planted_noise(demo_run):
@@ -365,13 +414,13 @@ def test_figure_numbers(demo_run):
     vision = cons[(cons.modality == "vision") & (cons.subject_a != cons.subject_b)]
     assert vision["pearson_r"].min() > 0.9
     metrics = pd.read_csv(fig / "metrics/metric_correlation.csv")
-    assert len(metrics) == 2 * 27 * 27
+    assert len(metrics) == 2 * len(EVERY_METRICS) ** 2
     for modality, table in tables.items():
         wide = table.pivot_table(index=["src_model", "tgt_model", "src_feature", "tgt_feature"], columns="metric",
                                  values="score")
         want = wide.corr(method="spearman")
         got = metrics[metrics.modality == modality].pivot(index="metric_a", columns="metric_b", values="spearman_rho")
-        np.testing.assert_allclose(got.loc[want.index, want.columns], want, atol=1e-6)
+        np.testing.assert_allclose(got.loc[want.index, want.columns], want, atol=1e-9)
     assert metrics.query("metric_a == 'cka_36' and metric_b == 'cka_44'")["spearman_rho"].min() > 0.9
     layers = pd.read_csv(fig / "layers/layerwise_profiles.csv")
     assert set(layers["relative_src_feature"]) <= set(range(8)) and layers["relative_src_feature"].nunique() >= 6
@@ -693,8 +742,11 @@ def test_tables_mode_builds_statistics_and_figures_from_planted_tables(tmp_path)
     for stem in ("performance/brain_score_vs_benchmark", "performance/correlation_by_sigma",
                  "consistency/subject_consistency", "metrics/metric_correlation", "layers/layerwise_profiles",
                  "kernel_size/change_28_68", "umap/umap_profiles", "trajectories/training_trajectories",
-                 "robustness/robustness_forest"):
+                 "robustness/robustness_forest", "metric_families/headline_by_metric"):
         assert (out / f"figures/{stem}.png").stat().st_size > 10_000, stem
+    by_metric = pd.read_csv(out / "stats/headline_by_metric.csv")
+    assert sorted(by_metric.groupby("modality")["metric"].apply(tuple).to_dict().items()) == [
+        (mod, ("cka_28", "cka_36", "cka_68", "mutual_knn_20")) for mod in ("language", "vision")]
     robust = pd.read_csv(out / "stats/robustness_sigma36.csv").set_index(["modality", "benchmark"])
     layers = pd.read_csv(out / "stats/model_scores_vision.csv")["n_layers"]
     assert layers.nunique() > 1 and robust.loc[("vision", "imagenet"), "n_partial_layers"] == layers.notna().sum()

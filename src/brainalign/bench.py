@@ -2,7 +2,8 @@
 
     python -m brainalign.bench [--device cpu|cuda] [--n 1000] [--layers 12] [--dim 768]
                                [--rois 180] [--voxels 500] [--pairs 2]
-    python -m brainalign.bench --paper-job [--device cpu|cuda] [--max-bytes GB]
+    python -m brainalign.bench --paper-job [--device cpu|cuda] [--max-bytes GB] [--metrics all]
+    python -m brainalign.bench --paper-job --families [--device cpu|cuda]
 
 Prints, side by side from one run on the same data, seconds per measurement
 for each metric family and for all 27 variants together, and their ratio.
@@ -11,7 +12,10 @@ of d = 768, 180 ROIs of v = 200, all 27 variants) and prints its wall time, peak
 the split by phase, and a roofline projection of the same job and of the paper's
 workload on one H100. The per-pair baseline recomputes both representations' kernels
 for every pair and forms ``trace(K H L H)`` with n x n x n products, as the reference does; it is timed
-on ``--pairs`` pairs (it is too slow to run on all of them).
+on ``--pairs`` pairs (it is too slow to run on all of them). ``--paper-job --families`` runs the
+paper-size job once per metric set, each in a fresh process (so each peak RSS is its own): the
+paper's 27, the 27 with ``linear_cka`` and ``rsa_pearson``, ``ridge`` alone, and ``rsa_spearman``
+(its ranking measured on one representation, the rest projected), and prints them side by side.
 """
 
 from __future__ import annotations
@@ -224,8 +228,11 @@ def h100_projection(counts: dict) -> dict[str, float]:
     return out
 
 
-def paper_job(device: str, max_bytes: float | None) -> None:
-    """One (subject, model) job at paper size, features generated per representation on demand."""
+def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_out: str | None = None) -> None:
+    """One (subject, model) job at paper size, features generated per representation on demand;
+    ``metrics``: comma-separated names (:func:`brainalign.metrics.resolve_metrics`). ``json_out``:
+    also write wall time, peak RSS and phase seconds there."""
+    import json
     import logging
     import resource
 
@@ -247,12 +254,12 @@ def paper_job(device: str, max_bytes: float | None) -> None:
     rois = [make(1000 + i, c["voxels"], 4.0) for i in range(c["rois"])]
     print(f"paper-size job on {device} ({torch.cuda.get_device_name(0) if device.startswith('cuda') else 'CPU'}, "
           f"torch threads {torch.get_num_threads()}): n = {n}, {c['layers']} layers of d = {c['dim']}, "
-          f"{c['rois']} ROIs of v = {c['voxels']}, all 27 variants")
+          f"{c['rois']} ROIs of v = {c['voxels']}, metrics {metrics}")
     stats: dict = {}
     _sync(device)
     t = time.perf_counter()
-    out = score_matrices(layers, rois, "all", device, max_bytes=int(max_bytes * 2**30) if max_bytes else None,
-                         stats=stats)
+    out = score_matrices(layers, rois, metrics.split(","), device,
+                         max_bytes=int(max_bytes * 2**30) if max_bytes else None, stats=stats)
     _sync(device)
     wall = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -260,8 +267,14 @@ def paper_job(device: str, max_bytes: float | None) -> None:
     print(f"wall {wall:.0f} s ({wall / 60:.1f} min), peak RSS {peak / 1e9:.2f} GB"
           + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB" if device.startswith("cuda")
              else ""))
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"metrics": metrics, "wall": wall, "peak_rss": peak, "seconds": stats["seconds"]}, f)
     print(f"blocks of {stats['block_rows']} rows x {stats['blocks']} blocks x {stats['passes']} passes; "
           f"fixed {stats['fixed_bytes'] / 1e9:.2f} GB, {stats['bytes_per_row'] / 1e6:.1f} MB per row")
+    if metrics != "all":
+        print("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in stats["seconds"].items()))
+        return
     counts = job_counts(n, c["layers"], c["dim"], c["rois"], c["voxels"])
     proj = h100_projection(counts)
     print(f"{'phase':<20}{'measured s':>12}{'share':>8}{'GFLOP':>10}{'GB moved':>10}{'H100 s':>9}")
@@ -281,6 +294,44 @@ def paper_job(device: str, max_bytes: float | None) -> None:
           f"at that roofline: {total / 3600:.2f} H100-hours")
 
 
+FAMILY_SETS = [  # (label, metrics) of --paper-job --families
+    ("paper's 27", "all"),
+    ("27 + linear_cka + rsa_pearson", "all,linear_cka,rsa_pearson"),
+    ("ridge (gcv)", "ridge"),
+]
+
+
+def paper_families(device: str, max_bytes: float | None) -> None:
+    """The paper-size job per metric set, each in a fresh process, side by side; then
+    rsa_spearman from one representation's ranking (:func:`brainalign.rsa.bench_rsa_spearman`)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, metrics in FAMILY_SETS:
+            out = f"{tmp}/{len(rows)}.json"
+            cmd = [sys.executable, "-m", "brainalign.bench", "--paper-job", "--device", device, "--metrics", metrics,
+                   "--json", out] + (["--max-bytes", str(max_bytes)] if max_bytes else [])
+            print(f"\n=== {label}: {' '.join(cmd[1:])}", flush=True)
+            subprocess.run(cmd, check=True)
+            with open(out) as f:
+                rows.append((label, json.load(f)))
+    from brainalign.rsa import bench_rsa_spearman
+
+    print("\n=== rsa_spearman: one representation ranked at paper size, the job projected", flush=True)
+    spear = bench_rsa_spearman()
+    print(json.dumps(spear, indent=1, default=str))
+    base = rows[0][1]["wall"]
+    print(f"\n{'metric set':<32}{'wall s':>9}{'vs 27':>8}{'peak RSS GB':>13}")
+    for label, r in rows:
+        print(f"{label:<32}{r['wall']:>9.0f}{r['wall'] / base:>7.2f}x{r['peak_rss'] / 1e9:>13.2f}")
+    added = rows[1][1]["wall"] - base
+    print(f"linear_cka + rsa_pearson add {added:.0f} s = {added / base:.0%} to the 27-metric job")
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -296,9 +347,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", choices=["alignment", "extraction"], help="run one part only")
     ap.add_argument("--paper-job", action="store_true", help="time one whole job at paper size")
     ap.add_argument("--max-bytes", type=float, help="engine memory budget in GiB (default: the engine's)")
+    ap.add_argument("--metrics", default="all", help="--paper-job: comma-separated metric names (default all)")
+    ap.add_argument("--families", action="store_true", help="--paper-job once per metric family set, side by side")
+    ap.add_argument("--json", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.paper_job and a.families:
+        paper_families(a.device, a.max_bytes)
+        return
     if a.paper_job:
-        paper_job(a.device, a.max_bytes)
+        paper_job(a.device, a.max_bytes, a.metrics, a.json)
         return
 
     if a.only != "alignment":

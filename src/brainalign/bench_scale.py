@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainalign.io import proc_bytes
 from brainalign.nsd import NSDLayout
 
 SUBJECT = "subj01"
@@ -65,14 +66,6 @@ IMAGE_SIZE = 425
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-def proc_bytes(field: str) -> int:
-    """``VmRSS`` or ``VmHWM`` (peak RSS) of this process, in bytes, from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field} (not Linux?)")
 
 
 def cpu_seconds() -> float:

@@ -211,15 +211,30 @@ class Plan:
     cknna: list
     k_max: int  # neighbours per row for mutual / cycle / cknna (0: none)
     k_cknna: int  # CKNNA's largest k (0: none)
+    # the stimulus-plane kernels summed as the blocks go by: (metric name, kind, sigma), kind one of
+    # 'rbf' (the paper's CKA), 'linear' (linear CKA) and 'rsa' (the RDM's correlations, for rsa_pearson)
+    kernels: list = field(default_factory=list)
+    ridge: list = field(default_factory=list)  # metric names computed by brainalign.encoding
+    rsa_spearman: list = field(default_factory=list)  # ... by brainalign.rsa
 
     @classmethod
     def of(cls, specs) -> Plan:
         fam = {f: [(s.name, s.param) for s in specs if s.family == f] for f in ("cka", "mutual_knn",
                                                                              "cycle_knn", "cknna")}
         ks = [k for f in ("mutual_knn", "cycle_knn", "cknna") for _, k in fam[f]]
+        kernels = [(n, "rbf", float(p)) for n, p in fam["cka"]]
+        kernels += [(s.name, "linear", 0.0) for s in specs if s.family == "linear_cka"]
+        kernels += [(s.name, "rsa", 0.0) for s in specs if s.name == "rsa_pearson"]
         return cls(sigmas=[float(p) for _, p in fam["cka"]], cka=[n for n, _ in fam["cka"]],
                    mutual=fam["mutual_knn"], cycle=fam["cycle_knn"], cknna=fam["cknna"],
-                   k_max=max(ks, default=0), k_cknna=max((k for _, k in fam["cknna"]), default=0))
+                   k_max=max(ks, default=0), k_cknna=max((k for _, k in fam["cknna"]), default=0),
+                   kernels=kernels, ridge=[s.name for s in specs if s.family == "ridge"],
+                   rsa_spearman=[s.name for s in specs if s.name == "rsa_spearman"])
+
+    @property
+    def plane(self) -> bool:
+        """Whether the streaming passes over the stimulus plane run at all."""
+        return bool(self.kernels or self.k_max)
 
 
 @dataclass
@@ -258,17 +273,19 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int) -> tuple[int,
     """Bytes the job holds whatever the block size (lists, their inverses, per-row sums), and
     bytes per block row (Gram rows, distances, kernels, neighbour gathers)."""
     idx = 2 if n <= 32767 else 4
-    n_sig = len(plan.sigmas)
+    n_sig = len(plan.kernels)
     fixed = 0
     if plan.k_max:
         fixed += S * n * plan.k_max * (2 * idx + 2) + S * (n + 1) * 8  # source lists + inverse
     if plan.k_cknna:
         fixed += T * n * plan.k_cknna * (2 * idx + 2) + T * (n + 1) * 8
     fixed += (S + T) * n_sig * n * 2 * itemsize  # row sums and centring estimates
-    fixed += (S + T) * n * 8 + (64 << 20)  # squared norms, slack for small tensors
+    fixed += (S + T) * n * 8 * 3 + (64 << 20)  # squared norms, row means and norms, slack for small tensors
     per_row = 3 * n * 8  # one Gram row block, a float64 scratch, the top-k scratch
     if n_sig:
         per_row += (S + T) * n * itemsize  # distances of every representation
+        if any(kind == "rsa" for _, kind, _ in plan.kernels):
+            per_row += (S + T) * n * itemsize  # and their pattern correlations
         fixed += _CKA.STACK_BYTES + (S + T) * n * itemsize  # the kernel stack (at least one row)
     if plan.k_max:
         # target lists (int64), two int16 gathers and two int16 scratch per (target, rank), dense ranks
@@ -279,7 +296,8 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int) -> tuple[int,
 
 
 def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | None, dtype: str,
-        stats: dict | None, default_budget: Callable) -> dict[str, np.ndarray]:
+        stats: dict | None, default_budget: Callable, encoding: dict | None = None,
+        voxel_ceilings: Sequence | None = None) -> dict[str, np.ndarray]:
     """Scores of every (source, target) pair for each metric spec, see :func:`score_matrices`
     (``default_budget(device)`` gives the budget when ``max_bytes`` is None)."""
     import torch
@@ -306,9 +324,44 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     if plan.cknna and n < 4:
         raise ValueError(f"CKNNA's unbiased HSIC needs n >= 4 stimuli, got n = {n}")
     clock.lap("z-score")
-    S, T = len(src), len(tgt)
     if max_bytes is None:
         max_bytes = default_budget(device)
+    out: dict[str, np.ndarray] = {}
+    if plan.plane:
+        out.update(_plane(src, tgt, plan, n, device, max_bytes, store, st, clock))
+    if plan.ridge:
+        from brainalign.encoding import ridge_scores
+
+        opts = dict(encoding or {})
+        res = ridge_scores([r.z for r in src], [r.z for r in tgt], max_bytes=max_bytes,
+                           voxel_ceilings=voxel_ceilings, **opts)
+        out.update({name: res[name] for name in plan.ridge if name in res})
+        clock.lap("ridge")
+    if plan.rsa_spearman:
+        from brainalign.rsa import rsa_spearman_scores
+
+        out["rsa_spearman"] = rsa_spearman_scores([r.z for r in src], [r.z for r in tgt], max_bytes=max_bytes)
+        clock.lap("rsa_spearman")
+    if stats is not None:
+        stats.update(dataclasses.asdict(st))
+    dead_s = [i for i, r in enumerate(src) if r.constant]
+    dead_t = [j for j, r in enumerate(tgt) if r.constant]
+    if dead_s or dead_t:  # no stimulus differs from another there: nothing to align
+        for name in out:
+            out[name] = np.array(out[name], dtype=np.float64)
+            out[name][dead_s, :] = np.nan
+            out[name][:, dead_t] = np.nan
+        log.warning("%d source(s) %s and %d target(s) %s are constant over the stimuli: their scores are NaN",
+                    len(dead_s), dead_s[:5], len(dead_t), dead_t[:5])
+    return {s.name: out[s.name] for s in specs}
+
+
+def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes: int, store, st: Stats,
+           clock: _Clock) -> dict[str, np.ndarray]:
+    """The streaming passes over the stimulus plane: every kernel and neighbour metric."""
+    import torch
+
+    S, T = len(src), len(tgt)
     fixed, per_row = memory_plan(n, S, T, plan, store.itemsize)
     b = int(max(1, min(n, (max_bytes - fixed) // per_row)))
     if fixed + per_row > max_bytes:
@@ -348,7 +401,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     st.passes += 1
     progress = Progress(st.blocks, f"alignment pass {st.passes} (metrics)", "row blocks")
     acc = _Accumulators(plan, S, T, n, device)
-    cka = _CKA(plan, src + tgt, S, n, b, store, device) if plan.sigmas else None
+    cka = _CKA(plan, src + tgt, S, n, b, store, device) if plan.kernels else None
     clock.lap("exp")
     tmp = torch.empty(b, n, dtype=torch.float64, device=device) if cka else None
     for r0 in range(0, n, b):
@@ -386,25 +439,29 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     if cka:
         out.update(cka.scores())
     clock.lap("products")
-    if stats is not None:
-        stats.update(dataclasses.asdict(st))
-    dead_s = [i for i, r in enumerate(src) if r.constant]
-    dead_t = [j for j, r in enumerate(tgt) if r.constant]
-    if dead_s or dead_t:  # no stimulus differs from another there: nothing to align
-        for name in out:
-            out[name] = np.array(out[name], dtype=np.float64)
-            out[name][dead_s, :] = np.nan
-            out[name][:, dead_t] = np.nan
-        log.warning("%d source(s) %s and %d target(s) %s are constant over the stimuli: their scores are NaN",
-                    len(dead_s), dead_s[:5], len(dead_t), dead_t[:5])
-    return {s.name: out[s.name] for s in specs}
+    return out
 
 
 # ----------------------------------------------------------------------------- CKA
 
 
 class _CKA:
-    """Per-sigma sums of one job: block products, self products, row sums of the centred kernels."""
+    """Per-kernel sums of one job: block products, self products, row sums of the kernels.
+
+    Kernels (:attr:`Plan.kernels`):
+
+    * ``rbf``: ``exp(-d2 / (2 sigma^2))`` (the paper's CKA);
+    * ``linear``: ``-d2 / 2``, which differs from the Gram matrix ``Z Z'`` by row and column
+      terms only, so its centred form (and linear CKA) is the Gram's;
+    * ``rsa``: the correlation of two stimuli's patterns, ``r_ij = (G_ij - d m_i m_j) / (s_i s_j)``
+      from the float64 Gram rows ``G`` (kept beside the distances), m the row means and s the norms
+      of the row-centred patterns, minus a constant, with a zero diagonal: rsa_pearson is the Pearson r of
+      two RDMs' off-diagonal entries (``1 - r``; both triangles, which leaves r unchanged), from the
+      sums of products, entries and squares.
+
+    ``rbf`` and ``linear`` kernels are approximately centred (see :mod:`brainalign.engine`), ``rsa``
+    ones shifted by their sampled mean, so the float32 block products carry no large offsets.
+    """
 
     # the kernel blocks of every representation are formed for a few rows at a time, so that
     # their stack stays in cache between being written and being multiplied
@@ -414,22 +471,49 @@ class _CKA:
         import torch
 
         self.plan, self.S, self.n, self.store = plan, S, n, store
-        R, n_sig = len(reps), len(plan.sigmas)
+        R, n_ker = len(reps), len(plan.kernels)
         self.d2 = torch.empty(R, b, n, dtype=store, device=device)
         self.rows = self.stack_rows(R, n, b, store.itemsize)
         self.kern = torch.empty(R, self.rows * n, dtype=store, device=device)
-        self.prod = torch.zeros(n_sig, S, R - S, dtype=torch.float64, device=device)
-        self.self_prod = torch.zeros(n_sig, R, dtype=torch.float64, device=device)
-        self.rowsum = torch.zeros(n_sig, R, n, dtype=store, device=device)
+        self.prod = torch.zeros(n_ker, S, R - S, dtype=torch.float64, device=device)
+        self.self_prod = torch.zeros(n_ker, R, dtype=torch.float64, device=device)
+        self.rowsum = torch.zeros(n_ker, R, n, dtype=store, device=device)
+        self.rsa = any(kind == "rsa" for _, kind, _ in plan.kernels)
+        if self.rsa:
+            # the block's pattern correlations (float64 from the Gram rows, then stored), sqrt(d) m_i
+            # and 1 / s_i of every stimulus' pattern (row), float64
+            self.corr = torch.empty(R, b, n, dtype=store, device=device)
+            self.mean_d = torch.empty(R, n, dtype=torch.float64, device=device)
+            self.inv_norm = torch.empty(R, n, dtype=torch.float64, device=device)
+            for r, rep in enumerate(reps):
+                d = rep.z.shape[1]
+                m = rep.z.mean(1)
+                norm = (rep.sq - d * m * m).clamp_min(0).sqrt()
+                if not rep.constant and bool((norm <= 1e-12 * rep.sq.clamp_min(1e-300).sqrt()).any()):
+                    side = f"source {r}" if r < S else f"target {r - S}"
+                    raise ValueError(f"{side} has stimuli whose pattern is constant (a one-voxel ROI?): correlation "
+                                     "distance is undefined there; rsa_* need representations of >= 2 columns")
+                self.mean_d[r] = m * math.sqrt(d)
+                self.inv_norm[r] = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-300), torch.zeros_like(norm))
         # centring estimate a (each row's mean over a fixed sample of columns) and its mean c:
-        # K~ = K - (a_i - c) - a_j
+        # K~ = K - (a_i - c) - a_j (rbf, linear); rsa kernels subtract c only
         cols = torch.unique(torch.linspace(0, n - 1, min(n, CENTRE_SAMPLE), device=device).round().long())
-        self.a = torch.empty(n_sig, R, n, dtype=store, device=device)
-        self.c = torch.empty(n_sig, R, 1, 1, dtype=store, device=device)
+        self.a = torch.zeros(n_ker, R, n, dtype=store, device=device)
+        self.c = torch.zeros(n_ker, R, 1, 1, dtype=store, device=device)
         for r, rep in enumerate(reps):
-            d2 = (rep.sq[:, None] + rep.sq[cols][None, :] - 2.0 * (rep.z @ rep.z[cols].T)).clamp_min_(0)
-            for i, sigma in enumerate(plan.sigmas):
-                a = torch.exp(d2 * (-1.0 / (2.0 * sigma * sigma))).mean(1)
+            g = rep.z @ rep.z[cols].T
+            d2 = (rep.sq[:, None] + rep.sq[cols][None, :] - 2.0 * g).clamp_min_(0)
+            for i, (_, kind, sigma) in enumerate(plan.kernels):
+                if kind == "rbf":
+                    a = torch.exp(d2 * (-1.0 / (2.0 * sigma * sigma))).mean(1)
+                elif kind == "linear":
+                    a = (-0.5 * d2).mean(1)
+                else:
+                    corr = (g - self.mean_d[r][:, None] * self.mean_d[r][cols][None, :])
+                    corr *= self.inv_norm[r][:, None] * self.inv_norm[r][cols][None, :]
+                    self.c[i, r] = corr.mean()
+                    self.rsa_shift = self.c[i].double()
+                    continue
                 self.a[i, r] = a
                 self.c[i, r] = a.mean()
 
@@ -442,14 +526,33 @@ class _CKA:
         """Squared distances of block rows to every stimulus, from the Gram rows ``g``."""
         import torch
 
+        if self.rsa:  # before g is overwritten
+            torch.addr(g, self.mean_d[r, r0:r1], self.mean_d[r], alpha=-1.0, out=tmp)
+            tmp.mul_(self.inv_norm[r, r0:r1, None]).mul_(self.inv_norm[r, None, :]).sub_(self.rsa_shift[r])
+            self.corr[r, : r1 - r0].copy_(tmp)
         torch.mul(g, -2.0, out=tmp)
         tmp.add_(rep.sq[None, :]).add_(rep.sq[r0:r1, None]).clamp_min_(0)
         self.d2[r, : r1 - r0].copy_(tmp)
 
-    def block(self, r0: int, r1: int, clock: _Clock) -> None:
-        """Every sigma's kernel blocks and products for rows [r0, r1), a few rows at a time."""
+    def _kernel(self, i: int, kind: str, sigma: float, d2, k, q0: int, q1: int, r0: int) -> None:
+        """Kernel ``i`` of rows [q0, q1) into ``k`` (R, m, n) from their squared distances."""
         import torch
 
+        if kind == "rbf":
+            torch.mul(d2, -1.0 / (2.0 * sigma * sigma), out=k)
+            k.exp_()
+        elif kind == "linear":
+            torch.mul(d2, -0.5, out=k)
+        else:
+            k.copy_(self.corr[:, q0 - r0 : q1 - r0])
+            m = q1 - q0
+            rows = torch.arange(m, device=k.device)
+            k[:, rows, q0 + rows] = 0.0
+            return
+        k.sub_(self.a[i, :, q0:q1, None] - self.c[i]).sub_(self.a[i, :, None, :])
+
+    def block(self, r0: int, r1: int, clock: _Clock) -> None:
+        """Every kernel's blocks and products for rows [r0, r1), a few rows at a time."""
         S, n = self.S, self.n
         for q0 in range(r0, r1, self.rows):
             q1 = min(r1, q0 + self.rows)
@@ -457,12 +560,10 @@ class _CKA:
             flat = self.kern[:, : m * n]
             k = flat.view(-1, m, n)
             d2 = self.d2[:, q0 - r0 : q1 - r0]
-            for i, sigma in enumerate(self.plan.sigmas):
-                torch.mul(d2, -1.0 / (2.0 * sigma * sigma), out=k)
-                k.exp_()
-                k.sub_(self.a[i, :, q0:q1, None] - self.c[i]).sub_(self.a[i, :, None, :])
+            for i, (_, kind, sigma) in enumerate(self.plan.kernels):
+                self._kernel(i, kind, sigma, d2, k, q0, q1, r0)
                 self.rowsum[i, :, q0:q1] = k.sum(2)
-                self.self_prod[i] += torch.linalg.vector_norm(k, dim=(1, 2)).double() ** 2
+                self.self_prod[i] += _sq_norms(k)
                 clock.lap("exp")
                 self.prod[i] += inner_products(flat[:S], flat[S:])
                 clock.lap("products")
@@ -470,15 +571,29 @@ class _CKA:
     def scores(self) -> dict[str, np.ndarray]:
         n, S = self.n, self.S
         rowsum = self.rowsum.double()
-        total = rowsum.sum(2)  # (n_sig, R)
+        total = rowsum.sum(2)  # (n_ker, R)
         out = {}
-        for i, name in enumerate(self.plan.cka):
+        for i, (name, kind, _) in enumerate(self.plan.kernels):
             rs, tot = rowsum[i], total[i]
+            if kind == "rsa":  # Pearson r over the n (n - 1) off-diagonal entries
+                m = float(n) * (n - 1)
+                cov = m * self.prod[i] - tot[:S, None] * tot[None, S:]
+                var = m * self.self_prod[i] - tot * tot
+                out[name] = (cov / (var[:S, None] * var[None, S:]).sqrt()).clamp(-1.0, 1.0).cpu().numpy()
+                continue
             cross = rs[:S] @ rs[S:].T
             hsic = self.prod[i] - (2.0 / n) * cross + tot[:S, None] * tot[None, S:] / n**2
             selfh = self.self_prod[i] - (2.0 / n) * (rs * rs).sum(1) + tot * tot / n**2
-            out[name] = (hsic / ((selfh[:S, None] * selfh[None, S:]).sqrt() + EPS_CKA)).cpu().numpy()
+            eps = EPS_CKA if kind == "rbf" else 0.0  # linear CKA: the definition, no epsilon
+            out[name] = (hsic / ((selfh[:S, None] * selfh[None, S:]).sqrt() + eps)).cpu().numpy()
         return out
+
+
+def _sq_norms(k):
+    """Sum of squares of each representation's kernel block (R, m, n), in float64."""
+    import torch
+
+    return torch.linalg.vector_norm(k, dim=(1, 2)).double() ** 2
 
 
 # ----------------------------------------------------------------------------- neighbour metrics

@@ -333,6 +333,10 @@ def robustness(inputs: dict, outputs: dict, params: dict) -> None:
     figures.robustness_figure(pd.read_csv(inputs["robustness"]), *_paths(outputs))
 
 
+def headline_by_metric(inputs: dict, outputs: dict, params: dict) -> None:
+    figures.headline_by_metric_figure(pd.read_csv(inputs["table"]), params["metric"], *_paths(outputs))
+
+
 FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
     "performance": performance,
     "performance_sigma": performance_sigma,
@@ -344,5 +348,6 @@ FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
     "brain_map": brain_map,
     "trajectories": trajectories,
     "robustness": robustness,
+    "headline_by_metric": headline_by_metric,
     "ceiling_map": ceiling_map,
 }

@@ -483,3 +483,48 @@ def robustness_figure(table: pd.DataFrame, png: Path, pdf: Path, csv: Path) -> p
     axes[-1, 0].set_xlabel("correlation of brain score with benchmark (95% intervals)")
     sigma = table["kernel_size"].iloc[0] if len(table) else ""
     return _publish(fig, f"How robust is brain score vs benchmark? cka_{sigma}", table, png, pdf, csv)
+
+
+FAMILY_COLOURS = {"cka": "tab:blue", "cknna": "tab:cyan", "mutual_knn": "tab:green", "cycle_knn": "tab:olive",
+                  "linear_cka": "tab:purple", "rsa": "tab:red", "ridge": "tab:orange"}
+
+
+def headline_by_metric_figure(table: pd.DataFrame, headline: str, png: Path, pdf: Path, csv: Path) -> pd.DataFrame:
+    """Forest plot of ``results/stats/headline_by_metric.csv``: per modality (panels) and metric
+    variant (rows, coloured by family), the Pearson r of brain score with the headline benchmark, its
+    bootstrap interval over models (thick) and cluster-bootstrap interval over families (thin), and
+    the partial r given log(parameters) (diamond); the headline metric's r as a dashed line."""
+    plt = _plt()
+    modalities = list(dict.fromkeys(table["modality"])) or ["(no models)"]
+    heights = [max(1, int((table["modality"] == m).sum())) for m in modalities]
+    fig, axes = plt.subplots(1, len(modalities), figsize=(4.2 * len(modalities), 1.4 + 0.22 * max(heights)),
+                             squeeze=False, sharex=True)
+    for ax, modality in zip(axes[0], modalities, strict=True):
+        sub = table[table["modality"] == modality].reset_index(drop=True)
+        ys = np.arange(len(sub))[::-1]
+        for y, (_, row) in zip(ys, sub.iterrows(), strict=True):
+            colour = FAMILY_COLOURS.get(row["family"], "0.3")
+            r = row["pearson_r"]
+            if not np.isfinite(r):
+                continue
+            for lo, hi, lw in (("cluster_bootstrap_ci_low", "cluster_bootstrap_ci_high", 0.8),
+                               ("bootstrap_ci_low", "bootstrap_ci_high", 2.2)):
+                if np.isfinite(row[lo]) and np.isfinite(row[hi]):
+                    ax.plot([row[lo], row[hi]], [y, y], color=colour, lw=lw, alpha=0.8)
+            ax.plot(r, y, "o", ms=4, color=colour)
+            if np.isfinite(row.get("partial_r_log_params", np.nan)):
+                ax.plot(row["partial_r_log_params"], y, "D", ms=3, mfc="none", color=colour)
+        head = sub[sub["metric"] == headline]
+        if len(head) and np.isfinite(head["pearson_r"].iloc[0]):
+            ax.axvline(head["pearson_r"].iloc[0], color="0.3", ls="--", lw=0.8)
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(sub["metric"], fontsize=6)
+        for tick, fam in zip(ax.get_yticklabels(), sub["family"], strict=True):
+            tick.set_color(FAMILY_COLOURS.get(fam, "0.3"))
+        ax.set_xlim(-1.05, 1.05)
+        n = int(sub["n_models"].max()) if len(sub) else 0
+        bench = sub["benchmark"].iloc[0] if len(sub) else ""
+        ax.set_title(f"{modality}: r with {bench} (n = {n})", fontsize=9)
+        ax.set_xlabel("Pearson r (95% bootstrap / family-cluster intervals)", fontsize=7)
+    return _publish(fig, f"Brain score vs benchmark under every metric (dashed: {headline})", table, png, pdf, csv)

@@ -97,6 +97,14 @@ def h5_loader(path: str | os.PathLike, key: str, dtype=None):
 _TRIM = None
 
 
+def proc_bytes(field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` (peak RSS) of this process, in bytes, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field} (not Linux?)")
+
+
 def release_memory() -> None:
     """Return freed memory to the OS, so that peak RSS follows what a job holds: glibc's heap
     (``malloc_trim``) and pyarrow's memory pool.

@@ -1,4 +1,4 @@
-"""The 27 alignment metric variants of the paper, computed for all pairs at once.
+"""The alignment metrics: the paper's 27 variants and the field's other measures, all pairs at once.
 
 Conventions (SPEC.md, the reference code):
 
@@ -13,6 +13,18 @@ Conventions (SPEC.md, the reference code):
   some Y-neighbour of i;
 * neighbours by inner product of the z-scored features, self excluded, ties
   broken by the lowest index (so results do not depend on the device).
+
+Beyond the paper (``metrics: every``, or the family names):
+
+* ``linear_cka``: biased linear CKA (Kornblith et al. 2019),
+  ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)`` on the z-scored X and Y;
+* ``rsa_pearson``, ``rsa_spearman``: RDMs of correlation distance between stimulus
+  patterns (``1 - r`` of two stimuli's z-scored rows, rsatoolbox's ``'correlation'``),
+  compared over the upper triangle by Pearson r / by Spearman rho with average ranks
+  (rsatoolbox's ``'corr'`` / ``'spearman'``), see :mod:`brainalign.rsa`;
+* ``ridge``: a cross-validated ridge encoding model from the layer to every voxel,
+  the mean Pearson r of the held-out predictions over the ROI's voxels, see
+  :mod:`brainalign.encoding`.
 
 How pairs are computed: see :mod:`brainalign.engine`. A job streams the
 stimulus x stimulus plane in blocks of whole rows, computes each kernel entry once
@@ -34,6 +46,9 @@ MUTUAL_KNN_K: tuple[int, ...] = (20, 40, 60, 80, 200, 400)
 CYCLE_KNN_K: tuple[int, ...] = (40, 60, 80, 100, 200, 400)
 EPS_ZSCORE = 1e-8
 EPS_CKA = 1e-6
+#: the paper's families (``metrics: all``) and the ones beyond it (``metrics: every``)
+PAPER_FAMILIES = ("cka", "cknna", "mutual_knn", "cycle_knn")
+OTHER_FAMILIES = ("linear_cka", "rsa", "ridge")
 
 
 @dataclass(frozen=True)
@@ -50,16 +65,24 @@ def _registry() -> dict[str, MetricSpec]:
     reg.update({n: MetricSpec(n, "cknna", k) for n, k in CKNNA_K.items()})
     reg.update({f"mutual_knn_{k}": MetricSpec(f"mutual_knn_{k}", "mutual_knn", k) for k in MUTUAL_KNN_K})
     reg.update({f"cycle_knn_{k}": MetricSpec(f"cycle_knn_{k}", "cycle_knn", k) for k in CYCLE_KNN_K})
+    reg["linear_cka"] = MetricSpec("linear_cka", "linear_cka", 0)
+    reg["rsa_pearson"] = MetricSpec("rsa_pearson", "rsa", 0)
+    reg["rsa_spearman"] = MetricSpec("rsa_spearman", "rsa", 1)
+    reg["ridge"] = MetricSpec("ridge", "ridge", 0)
     return reg
 
 
 METRICS: dict[str, MetricSpec] = _registry()
-ALL_METRICS: list[str] = list(METRICS)
+#: the paper's 27 variants: what ``metrics: all`` means (reproduction)
+ALL_METRICS: list[str] = [n for n, s in METRICS.items() if s.family in PAPER_FAMILIES]
+#: every variant of every family: ``metrics: every``
+EVERY_METRICS: list[str] = list(METRICS)
 
 
 def resolve_metrics(metrics: str | Sequence[str]) -> list[MetricSpec]:
-    """Metric names to specs: variant names, ``'all'``, family names (``'cka'``,
-    ``'mutual_knn'``, ``'cycle_knn'``) or glob patterns (``'cknna*'``: the ``cknna``
+    """Metric names to specs: variant names, ``'all'`` (the paper's 27), ``'every'`` (every
+    family), family names (``'cka'``, ``'cknna'``, ``'mutual_knn'``, ``'cycle_knn'``,
+    ``'linear_cka'``, ``'rsa'``, ``'ridge'``) or glob patterns (``'cknna*'``: the ``cknna``
     name itself is the k = 12 variant)."""
     from fnmatch import fnmatchcase
 
@@ -70,9 +93,11 @@ def resolve_metrics(metrics: str | Sequence[str]) -> list[MetricSpec]:
         if "*" in name or "?" in name:
             matched = [s for n, s in METRICS.items() if fnmatchcase(n, name)]
             if not matched:
-                raise ValueError(f"metric pattern {name!r} matches no metric; known: {', '.join(ALL_METRICS)}")
+                raise ValueError(f"metric pattern {name!r} matches no metric; known: {', '.join(EVERY_METRICS)}")
             out.extend(matched)
         elif name == "all":
+            out.extend(METRICS[n] for n in ALL_METRICS)
+        elif name == "every":
             out.extend(METRICS.values())
         elif name in METRICS:
             out.append(METRICS[name])
@@ -80,7 +105,8 @@ def resolve_metrics(metrics: str | Sequence[str]) -> list[MetricSpec]:
             out.extend(s for s in METRICS.values() if s.family == name)
         else:
             raise ValueError(
-                f"unknown metric {name!r}; known: {', '.join(ALL_METRICS)} (or 'all', or a family name)"
+                f"unknown metric {name!r}; known: {', '.join(EVERY_METRICS)} (or 'all' for the paper's 27, "
+                "'every', or a family name)"
             )
     seen: dict[str, MetricSpec] = {}
     for spec in out:
@@ -124,7 +150,7 @@ def default_max_bytes(device: str) -> int:
 def score_matrices(
     sources: Sequence, targets: Sequence, metrics: str | Sequence[str] = "all",
     device: str = "cpu", max_bytes: int | None = None, dtype: str | None = None,
-    stats: dict | None = None,
+    stats: dict | None = None, encoding: Mapping | None = None, voxel_ceilings: Sequence | None = None,
 ) -> dict[str, np.ndarray]:
     """Scores of every (source, target) pair for each metric.
 
@@ -143,22 +169,32 @@ def score_matrices(
     stats : a dict to fill with what the job did: ``block_rows``, ``blocks``, ``passes``,
         ``dtype``, ``fixed_bytes``, ``bytes_per_row`` and ``seconds`` per phase (timing
         synchronises the GPU, so it costs a little)
+    encoding : options of the ``ridge`` metric (:func:`brainalign.encoding.ridge_scores`:
+        ``folds``, ``seed``, ``alphas``, ``selection``, ``aggregate``); defaults when None
+    voxel_ceilings : per target, each voxel's noise ceiling as a fraction (array of shape
+        (v_j,), NaN = unknown): adds ``ridge_nc`` (the voxels' r / sqrt(NC)) when ``ridge`` runs
 
     The job streams the n x n stimulus plane in blocks of b rows (see
     :mod:`brainalign.engine`) and never holds an n x n matrix. Peak memory, with
     D = sum of all representations' widths, k = the largest neighbour k, c = CKNNA's
-    largest k, s = the number of CKA sigmas, e = 4 (float32 kernels) or 8, and
+    largest k, s = the number of stimulus-plane kernels (CKA sigmas, plus ``linear_cka`` and
+    ``rsa_pearson`` when asked for), e = 4 (float32 kernels) or 8, and
     i = 2 bytes per stimulus index below 32,768 stimuli (4 above):
 
     * features: ``8 n D`` (z-scored float64 copies; plus the inputs, unless passed as callables);
     * fixed: ``(2i + 2) n (S k + T c)`` for the neighbour lists and their inverses,
       ``2 e (S + T) s n`` for the CKA row sums and centring estimates, and a 32 MB kernel stack;
-    * per block row: ``e (S + T) n`` (squared distances of every representation) + ``24 n``
+    * per block row: ``e (S + T) n`` (squared distances of every representation; twice that with
+      ``rsa_pearson``, which keeps the patterns' correlations beside them) + ``24 n``
       (inner products) + ``24 T k + 80 T c`` (neighbour gathers);
 
     and b = (max_bytes - fixed) / per-row. Example: n = 8,859, 12 layers of d = 768,
     180 ROIs of v = 200, all 27 metrics: features 3.2 GB, fixed 1.0 GB, 9.5 MB per row,
     so the default 1.5 GiB budget gives blocks of 60 rows.
+
+    ``ridge`` (:func:`brainalign.encoding.ridge_scores`) and ``rsa_spearman``
+    (:func:`brainalign.rsa.rsa_spearman_scores`) run after the streaming passes within the same
+    budget, on the same z-scored features.
 
     Returns ``{metric: array of shape (S, T)}``.
     """
@@ -166,18 +202,21 @@ def score_matrices(
 
     specs = resolve_metrics(metrics)
     return run(list(sources), list(targets), specs, device, max_bytes, dtype or "float32", stats,
-               default_budget=default_max_bytes)
+               default_budget=default_max_bytes, encoding=encoding, voxel_ceilings=voxel_ceilings)
 
 
-def align(source: Mapping, target: Mapping, metrics: str | Sequence[str] = "all", device: str = "cpu"):
+def align(source: Mapping, target: Mapping, metrics: str | Sequence[str] = "all", device: str = "cpu",
+          encoding: Mapping | None = None):
     """Alignment of every (source key, target key) pair under each metric.
 
     Parameters
     ----------
     source : mapping name -> array (numpy or torch) of shape (n_stimuli, n_features)
     target : mapping name -> array of shape (n_stimuli, n_features), same stimuli
-    metrics : metric names (see ``ALL_METRICS``), ``'all'`` or a family name
+    metrics : metric names (see ``EVERY_METRICS``), ``'all'`` (the paper's 27), ``'every'`` or a
+        family name
     device : ``'cpu'`` or ``'cuda'``
+    encoding : options of the ``ridge`` metric (see :func:`score_matrices`)
 
     Returns a pandas DataFrame with columns ``source, target, metric, score``,
     one row per (source key, target key, metric).
@@ -185,7 +224,8 @@ def align(source: Mapping, target: Mapping, metrics: str | Sequence[str] = "all"
     import pandas as pd
 
     src_names, tgt_names = list(source), list(target)
-    mats = score_matrices([source[k] for k in src_names], [target[k] for k in tgt_names], metrics, device)
+    mats = score_matrices([source[k] for k in src_names], [target[k] for k in tgt_names], metrics, device,
+                          encoding=encoding)
     frames = []
     for metric, mat in mats.items():
         frames.append(pd.DataFrame({

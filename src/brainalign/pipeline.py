@@ -123,9 +123,10 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
 
 def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metrics, device: str,
               out: Path, nulls_out: Path | None = None, null_metric: str = "cka_36", permutations: int = 0,
-              seed: int = 0) -> None:
+              seed: int = 0, encoding: dict | None = None) -> None:
     """Every layer x ROI x metric of one (subject, model), to parquet; with ``nulls_out``, also the
-    permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process."""
+    permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process.
+    ``encoding``: the ridge metric's options (config key ``encoding``)."""
     from brainalign.features import feature_loaders, resolve_device
     from brainalign.metrics import score_matrices
     from brainalign.nsd import brain_loaders
@@ -138,9 +139,9 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     ids, rois = brain_loaders(Path(brain_h5))
     _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
     try:
-        mats = score_matrices(layers, list(rois.values()), metrics, device)
+        mats = score_matrices(layers, list(rois.values()), metrics, device, encoding=encoding)
     except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
-        raise InputError(f"{model} on {brain_h5}: {exc} (config key 'metrics')") from None
+        raise InputError(f"{model} on {brain_h5}: {exc} (config keys 'metrics', 'encoding')") from None
     nan = int(sum(np.isnan(m).sum() for m in mats.values()))
     if nan:
         log.warning("%s on %s: %d of %d measurements are NaN (a constant layer or parcel); they stay NaN in the "
@@ -305,8 +306,9 @@ def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> Non
 
 def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path | None = None,
                           modality: str | None = None) -> None:
-    """One row per model: its brain score for every ``cka_*`` metric of the table (pooled as
-    ``pooling`` says), ``arch`` and the benchmark columns; the format of the paper's score tables.
+    """One row per model: its brain score for every metric of the table (pooled as ``pooling``
+    says), ``arch`` and the benchmark columns; the format of the paper's score tables (which hold
+    the ``cka_*`` columns), with a column per other metric variant beside them.
 
     Out of core (:mod:`brainalign.tables`): one aggregate query per table. Benchmark columns the
     table lacks are filled from the project's benchmark tables by model name. ``check`` is the
@@ -319,13 +321,16 @@ def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path
     con = tables.connect()
     info = tables.TableInfo.from_json(check) if check else tables.check_table(table_path, con)
     modality = modality or Path(table_path).name.split("_")[0]
+    from brainalign.metrics import METRICS
+
     cka = sorted((m for m in info.metrics if m.startswith("cka_")), key=lambda m: int(m[4:]))
-    if not cka:
-        raise InputError(f"{table_path}: no cka_* rows in column 'metric' (the model score is a CKA brain score)")
-    layers = tables.layer_scores(table_path, cka, con)
+    others = [m for m in METRICS if m in info.metrics and m not in cka]
+    if not cka + others:
+        raise InputError(f"{table_path}: no known metric in column 'metric' (found {sorted(info.metrics)[:5]})")
+    layers = tables.layer_scores(table_path, cka + others, con)
     models = sorted(info.models)
     out_df = pd.DataFrame(index=pd.Index(models, name="model"))
-    for metric in cka:
+    for metric in cka + others:
         out_df[metric] = tables.brain_scores(layers, metric, pooling).set_index("src_model")["brain_score"]
     wanted = (res.VISION_BENCHMARK_COLUMNS + ["arch"] if modality == "vision"
               else res.LANGUAGE_BENCHMARK_COLUMNS)
@@ -369,6 +374,34 @@ def robustness_stats(vision_scores: Path, language_scores: Path, sigma: int, reg
         log.info("%s: %d models in %d families, %d benchmarks", modality, len(df), len(set(parts[-1][3])),
                  len(benches))
     table = robustness_table(parts, col, n_resamples, seed)
+    table["n_resamples"] = n_resamples
+    write_csv(table, out)
+
+
+def headline_by_metric_stats(score_files: dict[str, Path], benchmarks: dict[str, str],
+                             registry_files: Sequence[Path], out: Path, n_resamples: int = 10_000,
+                             seed: int = 0) -> None:
+    """``results/stats/headline_by_metric.csv``: per modality and metric variant (every metric the
+    model scores hold), the pooled brain score's correlation with the modality's headline benchmark
+    (``benchmarks[modality]``) with the robustness columns (:func:`brainalign.robustness.headline_by_metric`)."""
+    from brainalign.metrics import METRICS
+    from brainalign.robustness import headline_by_metric, model_families
+
+    registry: dict[str, ModelEntry] = {}
+    for path in reversed([Path(p) for p in registry_files]):
+        registry.update(load_registry(path))
+    parts, metrics = [], []
+    for modality, path in score_files.items():
+        df = pd.read_csv(path)
+        bench = benchmarks[modality]
+        if bench not in df.columns:
+            raise InputError(f"{path}: no column {bench!r} (config key 'analysis: {modality}_benchmark')")
+        found = [c for c in df.columns if c in METRICS]
+        metrics += [m for m in found if m not in metrics]
+        parts.append((modality, df, bench, model_families(df["model"].tolist(), registry)))
+        log.info("%s: %d models, %d metric variants against %s", modality, len(df), len(found), bench)
+    order = [m for m in METRICS if m in metrics]
+    table = headline_by_metric(parts, order, n_resamples, seed)
     table["n_resamples"] = n_resamples
     write_csv(table, out)
 

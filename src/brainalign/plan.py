@@ -20,7 +20,7 @@ MODALITIES = ("vision", "language")
 #: the kernel sizes of the paper's published scores (cka_20 .. cka_100)
 PAPER_SIGMAS = (20, 28, 36, 44, 52, 60, 68, 76, 84, 92, 100)
 #: figure family -> its directory under figures/ (default: the family's name)
-FIGURE_DIR = {"performance_sigma": "performance"}
+FIGURE_DIR = {"performance_sigma": "performance", "headline_by_metric": "metric_families"}
 FIGURE_EXTS = ("png", "pdf", "csv")
 
 
@@ -37,6 +37,7 @@ def figure_stems(kernel_sizes: tuple[int, int]) -> dict[str, str]:
         "umap": "umap_profiles",
         "trajectories": "training_trajectories",
         "robustness": "robustness_forest",
+        "headline_by_metric": "headline_by_metric",
     }
 
 
@@ -77,8 +78,13 @@ class Plan:
     def measured(self) -> bool:
         return self.mode == "measured"
 
+    @property
+    def available(self) -> tuple[str, ...]:
+        """The metrics the run's tables hold: the config's (measured), those every table holds (tables)."""
+        return self.table_metrics if self.mode == "tables" else self.metrics
+
     def _kernel_pair(self) -> bool:
-        return {f"cka_{k}" for k in self.kernel_sizes} <= set(self.metrics)
+        return {f"cka_{k}" for k in self.kernel_sizes} <= set(self.available)
 
     # ------------------------------------------------------------------ statistics
     def noise_ceiling_files(self) -> list[str]:
@@ -130,29 +136,36 @@ class Plan:
         sigma = cka_sigma(self.headline)
         if set(self.score_modalities()) != set(MODALITIES) or sigma is None:
             return []
-        if self.mode != "paper" and self.headline not in self.metrics:
+        if self.mode != "paper" and self.headline not in self.available:
             return []
         return [f"{self.results}/stats/robustness_sigma{sigma}.csv"]
 
+    def headline_by_metric_files(self) -> list[str]:
+        """Per modality and metric variant, the headline correlation with its robustness columns
+        (every mode with model scores)."""
+        return [f"{self.results}/stats/headline_by_metric.csv"] if self.score_modalities() else []
+
     def stats_files(self) -> list[str]:
-        return [f"{self.results}/stats/correlation_sigma{s}.csv" for s in self.sigmas()] + self.robustness_files()
+        return ([f"{self.results}/stats/correlation_sigma{s}.csv" for s in self.sigmas()] + self.robustness_files()
+                + self.headline_by_metric_files())
 
     # ------------------------------------------------------------------ figures
     def figure_families(self) -> list[str]:
         """The figure families this configuration can build."""
         robust = ["robustness"] if self.robustness_files() else []
+        robust += ["headline_by_metric"] if self.headline_by_metric_files() else []
         if self.mode == "paper":
             return ["performance", "performance_sigma", "consistency", "kernel_size", *robust]
         out = ["performance", "performance_sigma", *robust] if self.score_modalities() else []
         if not self.modalities:
             return out
-        if self.headline in self.metrics:
+        if self.headline in self.available:
             out += ["consistency", "layers", "umap"]
-        if len(self.metrics) >= 2:
+        if len(self.available) >= 2:
             out.append("metrics")
         if self._kernel_pair():
             out.append("kernel_size")
-        if self.headline in self.metrics and self.checkpoints:
+        if self.headline in self.available and self.checkpoints:
             out.append("trajectories")
         return out
 
@@ -167,7 +180,7 @@ class Plan:
         if self.mode == "paper":
             stems = [f"{m}_change" for m in MODALITIES]
         else:
-            kinds = (["score"] if self.headline in self.metrics else []) + (
+            kinds = (["score"] if self.headline in self.available else []) + (
                 ["normalised"] if self.roi_score_files() else []) + (["change"] if self._kernel_pair() else [])
             stems = [f"{m}_{k}" for m in self.modalities for k in kinds]
         return stems + (["noise_ceiling"] if self.noise_ceiling_files() else [])

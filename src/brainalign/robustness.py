@@ -226,6 +226,31 @@ def robustness_table(parts: Sequence[tuple[str, pd.DataFrame, Sequence[str], Seq
     return pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
 
 
+def metric_family(metric: str) -> str:
+    """The family of a metric variant (:data:`brainalign.metrics.METRICS`), else the name's stem."""
+    from brainalign.metrics import METRICS
+
+    spec = METRICS.get(metric)
+    return spec.family if spec is not None else metric.rstrip("0123456789").rstrip("_")
+
+
+def headline_by_metric(parts: Sequence[tuple[str, pd.DataFrame, str, Sequence]], metrics: Sequence[str],
+                       n_resamples: int = N_RESAMPLES, seed: int = SEED) -> pd.DataFrame:
+    """Does the headline survive the choice of metric? One row per (modality, metric variant):
+    :func:`robustness_row` of the model scores pooled from that metric against the modality's
+    headline benchmark. ``parts`` = ``[(modality, scores, benchmark, families)]``; metrics a
+    table lacks are skipped. Columns: ``metric``, ``family``, then :data:`ROBUSTNESS_COLUMNS`."""
+    rows = []
+    for modality, scores, benchmark, families in parts:
+        if benchmark not in scores.columns:
+            continue
+        for metric in metrics:
+            if metric in scores.columns:
+                row = robustness_row(scores, benchmark, modality, metric, families, n_resamples, seed)
+                rows.append({"metric": metric, "family": metric_family(metric)} | row)
+    return pd.DataFrame(rows, columns=["metric", "family", *ROBUSTNESS_COLUMNS])
+
+
 def model_families(models: Sequence[str], registry: dict | None) -> list[str]:
     """Family of each model: the registry's ``family``, else its architecture, else the model name
     up to its first ``.`` (timm's pretrained tag) or ``@`` (a checkpoint)."""

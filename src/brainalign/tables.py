@@ -388,14 +388,17 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def metric_correlation(path: str | Path, info: TableInfo, metrics: Sequence[str] | None = None, con=None,
-                       block: int = 1 << 18) -> pd.DataFrame:
+                       block: int = 1 << 18, exact_bytes: int = 512 << 20) -> pd.DataFrame:
     """As :func:`brainalign.analysis.metric_correlation` (Spearman's rho between metric variants
     over every measurement, pairwise complete), out of core.
 
-    The table's rows stream out of DuckDB into a dense float32 matrix (measurements x metrics,
-    4 bytes a row of the table); each column is replaced by its centred average ranks, and the
-    pairwise-complete Pearson correlation of the ranks comes from float64 sums over row blocks:
-    for a pair (a, b) with both present, n_ab, sum x_a, sum x_b, sum x_a^2, sum x_b^2, sum x_a x_b.
+    The scores are ranked exactly: metrics are read in groups whose float64 scores fit
+    ``exact_bytes`` (one pass over the table per group; one for the demo's tables, ~4 at the
+    paper's size), each column is replaced by its centred average ranks, kept as float32 in a dense
+    matrix (measurements x metrics: half-integers are exact in float32 up to 2^23 measurements),
+    and the pairwise-complete Pearson correlation of the ranks comes from float64 sums over row
+    blocks: for a pair (a, b) with both present, n_ab, sum x_a, sum x_b, sum x_a^2, sum x_b^2,
+    sum x_a x_b. Ranking float32-rounded scores instead would tie near-equal scores that are not equal.
     """
     from brainalign.metrics import METRICS
 
@@ -404,18 +407,21 @@ def metric_correlation(path: str | Path, info: TableInfo, metrics: Sequence[str]
     n_meas = _register_dimensions(con, info.models, info.subjects, info.rois, order, per_metric=False)
     wide = np.full((n_meas, len(order)), np.nan, dtype=np.float32)
     t0 = time.perf_counter()
-    query = _id_query(path, len(info.subjects), len(order), len(info.rois), False)
-    for batch in _batches(con, query):
-        ids = batch.column("id").to_numpy()
-        k = batch.column("k").to_numpy()
-        wide[ids, k] = batch.column("score").to_numpy(zero_copy_only=False)
-    log.info("metric correlation: %d measurements x %d metrics read in %.0f s", n_meas, len(order),
-             time.perf_counter() - t0)
-    for j in range(len(order)):  # centred ranks: float32 keeps them to ~0.5 in 10^7 at n ~ 10^7
-        col = wide[:, j].astype(np.float64)
-        r = _average_ranks(col)
-        wide[:, j] = r - np.nanmean(r) if np.isfinite(r).any() else r
-        del col, r
+    group = max(1, min(len(order), exact_bytes // max(1, 8 * n_meas)))
+    for g0 in range(0, len(order), group):
+        names = order[g0:g0 + group]
+        con.register("dim_metric", pd.DataFrame({"name": names, "idx": np.arange(len(names))}))
+        exact = np.full((n_meas, len(names)), np.nan)
+        for batch in _batches(con, _id_query(path, len(info.subjects), len(names), len(info.rois), False)):
+            exact[batch.column("id").to_numpy(), batch.column("k").to_numpy()] = batch.column(
+                "score").to_numpy(zero_copy_only=False)
+        for j in range(len(names)):
+            r = _average_ranks(exact[:, j])
+            wide[:, g0 + j] = r - np.nanmean(r) if np.isfinite(r).any() else r
+            del r
+        del exact
+    log.info("metric correlation: %d measurements x %d metrics ranked in %.0f s (%d pass(es))", n_meas, len(order),
+             time.perf_counter() - t0, -(-len(order) // group))
     m = len(order)
     n_ab = np.zeros((m, m))
     s_a = np.zeros((m, m))

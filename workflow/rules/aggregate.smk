@@ -111,6 +111,28 @@ rule robustness:
         "../../scripts/robustness.py"
 
 
+# Does the headline survive the metric? Per modality and metric variant, the pooled brain score
+# against the headline benchmark with the robustness columns (brainalign.robustness.headline_by_metric).
+rule headline_by_metric:
+    input:
+        **{mod: f"{RESULTS}/stats/model_scores_{mod}.csv" for mod in score_modalities()},
+        registry=FAMILY_REGISTRIES,
+    output:
+        f"{RESULTS}/stats/headline_by_metric.csv",
+    log:
+        f"{RESULTS}/logs/stats/headline_by_metric.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/headline_by_metric.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        benchmarks={"vision": ANALYSIS["vision_benchmark"], "language": ANALYSIS["language_benchmark"]},
+        resamples=ANALYSIS["resamples"],
+        seed=ANALYSIS["resamples_seed"],
+    script:
+        "../../scripts/headline_by_metric.py"
+
+
 # Per-ROI scores of the headline metric with their split-half ceilings and the ceiling-normalised
 # score (measured runs).
 rule roi_scores:

@@ -24,6 +24,7 @@ rule align:
         null_metric=ANALYSIS["metric"],
         null_permutations=NULL_PERMUTATIONS,
         seed=ANALYSIS["resamples_seed"],
+        encoding=config["encoding"],
     script:
         "../../scripts/align.py"
 

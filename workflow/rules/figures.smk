@@ -63,6 +63,24 @@ rule figure_robustness:
         "../../scripts/figure.py"
 
 
+rule figure_headline_by_metric:
+    input:
+        table=f"{RESULTS}/stats/headline_by_metric.csv",
+    output:
+        **figure_outputs("metric_families", FIGURES["headline_by_metric"], "headline_by_metric"),
+    log:
+        f"{RESULTS}/logs/figures/headline_by_metric.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/headline_by_metric.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        **FIGURE_PARAMS,
+        family="headline_by_metric",
+    script:
+        "../../scripts/figure.py"
+
+
 # Families that read the measurement tables (precomputed mode: consistency and kernel size read
 # the paper's own published tables instead, so they need no input).
 for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
