@@ -91,9 +91,36 @@ def test_metric_names_all_every_and_families():
     assert every == EVERY_METRICS and set(every) - set(ALL_METRICS) == {"linear_cka", "rsa_pearson",
                                                                       "rsa_spearman", "ridge"}
     assert [s.name for s in resolve_metrics("rsa")] == ["rsa_pearson", "rsa_spearman"]
+    # the ceiling-normalised encoding score needs voxels' ceilings: by name only
+    assert [s.name for s in resolve_metrics("ridge")] == ["ridge"]
+    assert [s.name for s in resolve_metrics("ridge_nc")] == ["ridge_nc"]
     assert [s.name for s in resolve_metrics(["cka_36", "ridge", "linear_cka"])] == ["cka_36", "ridge", "linear_cka"]
     with pytest.raises(ValueError, match="unknown metric 'rigde'"):
         resolve_metrics("rigde")
+
+
+def test_ridge_nc_divides_each_voxels_r_by_the_root_of_its_ceiling():
+    from brainalign.encoding import ridge_voxel_scores
+
+    sources, targets = _data(80, seed=5)
+    with pytest.raises(ValueError, match="ridge_nc needs each target voxel's noise ceiling"):
+        score_matrices(sources, targets, ["ridge_nc"])
+    rng = np.random.default_rng(1)
+    ceilings = [rng.uniform(0.2, 0.9, t.shape[1]) for t in targets]
+    ceilings[2][:] = 0.0  # no voxel with a ceiling: NaN
+    ceilings[1][::3] = np.nan  # unknown voxels are left out
+    out = score_matrices(sources, targets, ["ridge", "ridge_nc"], voxel_ceilings=ceilings)
+    import torch
+
+    r = ridge_voxel_scores([torch.as_tensor(_z(x)) for x in sources], [torch.as_tensor(_z(y)) for y in targets])
+    edges = np.cumsum([0] + [t.shape[1] for t in targets])
+    for j, nc in enumerate(ceilings):
+        rj = r[:, edges[j]:edges[j + 1]]
+        np.testing.assert_allclose(out["ridge"][:, j], rj.mean(1), atol=1e-10)
+        ok = np.isfinite(nc) & (nc > 0)
+        want = (rj[:, ok] / np.sqrt(nc[ok])).mean(1) if ok.any() else np.full(len(sources), np.nan)
+        np.testing.assert_allclose(out["ridge_nc"][:, j], want, atol=1e-10)
+    assert np.isnan(out["ridge_nc"][:, 2]).all()
 
 
 def test_only_non_plane_metrics_skip_the_streaming_passes():

@@ -347,3 +347,28 @@ def test_halves_hold_the_odd_numbered_trials_of_each_image(release, tmp_path):
     plain = read_roi_responses(release, "subj01", ["V2"], "all")
     assert plain.half_a is None
     np.testing.assert_array_equal(plain.rois["V2"], got.rois["V2"])
+
+
+def test_ingest_keeps_each_voxels_ncsnr_and_its_ceiling_for_the_trials_averaged(release, tmp_path):
+    """The brain file holds ncsnr/<roi> (the volume's value at each parcel voxel, in column order) and
+    brain_voxel_ceilings gives NSD's NC (a fraction) for the repeats the file averaged; without
+    ncsnr.nii.gz there is none."""
+    from brainalign.nsd import BRAIN_FORMAT, brain_voxel_ceilings, read_roi_responses, write_brain
+
+    plain = read_roi_responses(release, "subj01", ["V1", "V2"], "paper")
+    write_brain(tmp_path / "plain.h5", "subj01", "paper", plain.stim_ids, plain.rois, plain)
+    assert plain.ncsnr is None and brain_voxel_ceilings(tmp_path / "plain.h5") is None
+    ncsnr = (np.arange(LABELS.size, dtype=np.float32) * 0.1 + 0.05).reshape(SHAPE)
+    nib.save(nib.Nifti1Image(ncsnr, np.eye(4)), release.ncsnr("subj01"))
+    got = read_roi_responses(release, "subj01", ["V1", "V2"], "paper")
+    write_brain(tmp_path / "b.h5", "subj01", "paper", got.stim_ids, got.rois, got)
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert f.attrs["format"] == BRAIN_FORMAT
+    ceilings = brain_voxel_ceilings(tmp_path / "b.h5")
+    noise = (0 / 3 + 2 / 2 + 1 / 1) / 3  # the paper split: 73KIDs 3, 4 twice, 5 once
+    for (roi, label), nc in zip((("V1", 1), ("V2", 4)), ceilings, strict=True):
+        voxels = np.flatnonzero(LABELS.reshape(-1) == label)
+        np.testing.assert_allclose(got.ncsnr[roi], voxels * 0.1 + 0.05, rtol=1e-6)
+        s2 = (voxels * 0.1 + 0.05) ** 2
+        np.testing.assert_allclose(nc, s2 / (s2 + noise), rtol=1e-6)
+        assert nc.shape == (got.rois[roi].shape[1],)

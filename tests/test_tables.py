@@ -118,7 +118,7 @@ def test_metric_correlation_equals_the_pandas_analysis(table_path, frame, info):
     got = tables.metric_correlation(table_path, info, block=37)  # many blocks, a ragged last one
     want = analysis.metric_correlation(frame)
     assert list(got.index) == list(want.index) == METRICS
-    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), atol=1e-6)  # float32 centred ranks
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), atol=1e-9)  # exact ranks
 
 
 def test_trajectory_equals_the_pandas_analysis(table_path, frame):

@@ -70,15 +70,17 @@ def test_tables_hold_one_row_per_measurement(demo_run):
                                               "yeo7", "score", "relative_src_feature"]
         key = ["tgt_model", "src_model", "src_feature", "tgt_feature", "metric"]
         assert not table.duplicated(key).any()
-        assert set(table["metric"]) == set(EVERY_METRICS) and set(ALL_METRICS) < set(EVERY_METRICS)
+        # every family, and ridge_nc beside ridge (the mini-NSD has NSD's ncsnr)
+        assert set(table["metric"]) == set(EVERY_METRICS) | {"ridge_nc"} and set(ALL_METRICS) < set(EVERY_METRICS)
         assert set(table["src_model"]) == models
         assert set(table["tgt_model"]) == {"subj01", "subj02", "subj05", "subj07"}
         n_layers = table.groupby("src_model")["src_feature"].nunique()
         assert n_layers.to_dict() == {m: N_LAYERS[m] for m in models}
         assert table["tgt_feature"].nunique() == N_PARCELS
-        assert len(table) == 4 * sum(N_LAYERS[m] for m in models) * N_PARCELS * len(EVERY_METRICS)
+        assert len(table) == 4 * sum(N_LAYERS[m] for m in models) * N_PARCELS * (len(EVERY_METRICS) + 1)
         assert table["relative_src_feature"].between(0, 7).all()
-        assert table["score"].notna().all()
+        # NaN only where no voxel has a noise ceiling (ridge_nc of the noise-only parcel)
+        assert table.loc[table["metric"] != "ridge_nc", "score"].notna().all()
     vision = pd.read_parquet(demo_run / "results/tables/vision_all.parquet")
     lite0 = vision[vision.src_model == "tf_efficientnet_lite0"]
     assert lite0["imagenet"].iloc[0] == pytest.approx(0.74832)
@@ -136,13 +138,29 @@ def test_every_new_family_finds_the_planted_parcels(demo_run, metric):
         assert scores[untrained].max() < scores[trained].min(), (metric, modality, scores.to_dict())
 
 
+def test_ridge_nc_is_ridge_over_the_root_of_the_planted_noise_ceiling(demo_run):
+    """The mini-NSD's planted voxels have ncsnr 1 and each paper-split image 3 trials: NC = 1 / (1 + 1/3)
+    = 0.75 for every such voxel, so ridge_nc = ridge / sqrt(0.75) there; parcels without signal
+    (ncsnr 0) have no voxel with a ceiling: NaN."""
+    truth = json.loads((demo_run / "results/mini_nsd/ground_truth.json").read_text())["parcels"]
+    table = pd.concat([pd.read_parquet(demo_run / f"results/tables/{m}_all.parquet") for m in ("vision", "language")],
+                      ignore_index=True)
+    key = ["src_model", "tgt_model", "src_feature", "tgt_feature"]
+    wide = table[table.metric.isin(["ridge", "ridge_nc"])].set_index([*key, "metric"])["score"].unstack("metric")
+    planted = wide.index.get_level_values("tgt_feature").isin([p for p, t in truth.items() if t])
+    np.testing.assert_allclose(wide.loc[planted, "ridge_nc"], wide.loc[planted, "ridge"] / np.sqrt(0.75), rtol=1e-9)
+    control = wide.index.get_level_values("tgt_feature") == next(p for p, t in truth.items() if t is None)
+    assert wide.loc[control, "ridge_nc"].isna().all() and wide.loc[control, "ridge"].notna().all()
+
+
 def test_headline_by_metric_table_and_figure(demo_run):
     """One row per (modality, metric variant) measured; its r is the correlation of the pooled score
     (recomputed here from the tables with pandas) with the headline benchmark."""
     table = pd.read_csv(demo_run / "results/stats/headline_by_metric.csv")
     for modality, bench in (("vision", "imagenet"), ("language", "Average ⬆️")):
         sub = table[table.modality == modality].set_index("metric")
-        assert list(sub.index) == EVERY_METRICS and (sub["benchmark"] == bench).all()
+        want = EVERY_METRICS[:EVERY_METRICS.index("ridge") + 1] + ["ridge_nc"]
+        assert list(sub.index) == want and (sub["benchmark"] == bench).all()
         scores = pd.read_csv(demo_run / f"results/stats/model_scores_{modality}.csv").set_index("model")
         raw = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
         for metric in ("cka_36", "ridge", "rsa_spearman"):
@@ -414,7 +432,7 @@ def test_figure_numbers(demo_run):
     vision = cons[(cons.modality == "vision") & (cons.subject_a != cons.subject_b)]
     assert vision["pearson_r"].min() > 0.9
     metrics = pd.read_csv(fig / "metrics/metric_correlation.csv")
-    assert len(metrics) == 2 * len(EVERY_METRICS) ** 2
+    assert len(metrics) == 2 * (len(EVERY_METRICS) + 1) ** 2
     for modality, table in tables.items():
         wide = table.pivot_table(index=["src_model", "tgt_model", "src_feature", "tgt_feature"], columns="metric",
                                  values="score")

@@ -57,9 +57,10 @@ def consistency_matrix(per_subject: pd.DataFrame) -> pd.DataFrame:
 def metric_correlation(table: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """Spearman correlation between metric variants over every measurement (figure family 4).
 
-    A measurement is one (model, subject, layer, ROI); each variant's column is ranked (average
-    ranks for ties) and the Pearson correlation of the ranks is Spearman's rho. Metrics in
-    ``metrics`` order (default: the registry's order of those present).
+    A measurement is one (model, subject, layer, ROI); for each pair of variants, the measurements
+    both have are ranked (average ranks for ties) and the Pearson correlation of the ranks is
+    Spearman's rho (pandas' pairwise-complete Spearman). Metrics in ``metrics`` order (default: the
+    registry's order of those present).
     """
     from brainalign.metrics import METRICS
 
@@ -67,8 +68,7 @@ def metric_correlation(table: pd.DataFrame, metrics: list[str] | None = None) ->
     order = [m for m in (metrics or list(METRICS)) if m in present]
     wide = table.pivot_table(index=["src_model", "tgt_model", "src_feature", "tgt_feature"], columns="metric",
                              values="score", aggfunc="first", observed=True)[order]
-    ranks = wide.rank(axis=0, method="average")
-    corr = ranks.corr(method="pearson", min_periods=3)
+    corr = wide.corr(method="spearman", min_periods=3)
     corr.index.name = None
     corr.columns.name = None
     return corr

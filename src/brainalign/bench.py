@@ -330,6 +330,29 @@ def paper_families(device: str, max_bytes: float | None) -> None:
         print(f"{label:<32}{r['wall']:>9.0f}{r['wall'] / base:>7.2f}x{r['peak_rss'] / 1e9:>13.2f}")
     added = rows[1][1]["wall"] - base
     print(f"linear_cka + rsa_pearson add {added:.0f} s = {added / base:.0%} to the 27-metric job")
+    c = PAPER_JOB
+    proj = family_h100(c["n"], c["layers"], c["dim"], c["rois"], c["voxels"])
+    print("H100 roofline per job (a lower bound, peaks as above): "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in proj.items()))
+
+
+def family_h100(n: int, layers: int, dim: int, rois: int, voxels: int, folds: int = 5, alphas: int = 19) -> dict:
+    """Roofline seconds on one H100 of the families beyond the paper's, from their FLOP and byte counts:
+    ``ridge`` (GCV and LOO: fold sums, projections, held-out moments; LOO adds one n x r x V product
+    per penalty and fold), ``rsa_spearman`` (each RDM formed twice, a radix sort of its m entries,
+    the float64 products of the centred ranks) and the two plane kernels (like two more sigmas)."""
+    S, V, m = layers, rois * voxels, n * (n - 1) / 2
+    n_tr = n - n // folds
+    gcv = S * (2 * n * dim * dim + 2 * n * dim * V + folds * (4 * dim * dim * V + 2 * dim * dim * V))
+    loo = gcv + S * folds * alphas * 2 * n_tr * dim * V
+    rdm = 2 * 2 * n * n / 2 * (S * dim + rois * voxels)
+    sort_bytes = (S + rois) * m * 8 * 2 * 8  # 8 radix passes reading and writing 8-byte keys
+    spear = max(rdm / H100["fp64_flops"], sort_bytes / H100["bytes_per_s"]) + 2 * S * rois * m / H100["fp64_flops"]
+    # the two kernels beside the 12 sigmas: the marginal cost of 14 kernels over 12
+    plane = sum(h100_projection(job_counts(n, layers, dim, rois, voxels, sigmas=14)).values()) - sum(
+        h100_projection(job_counts(n, layers, dim, rois, voxels)).values())
+    return {"ridge (gcv)": gcv / H100["fp64_flops"], "ridge (loo)": loo / H100["fp64_flops"],
+            "rsa_spearman": spear, "linear_cka + rsa_pearson": plane}
 
 
 def main(argv: list[str] | None = None) -> None:

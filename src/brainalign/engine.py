@@ -228,7 +228,7 @@ class Plan:
         return cls(sigmas=[float(p) for _, p in fam["cka"]], cka=[n for n, _ in fam["cka"]],
                    mutual=fam["mutual_knn"], cycle=fam["cycle_knn"], cknna=fam["cknna"],
                    k_max=max(ks, default=0), k_cknna=max((k for _, k in fam["cknna"]), default=0),
-                   kernels=kernels, ridge=[s.name for s in specs if s.family == "ridge"],
+                   kernels=kernels, ridge=[s.name for s in specs if s.family in ("ridge", "ridge_nc")],
                    rsa_spearman=[s.name for s in specs if s.name == "rsa_spearman"])
 
     @property
@@ -329,12 +329,14 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     out: dict[str, np.ndarray] = {}
     if plan.plane:
         out.update(_plane(src, tgt, plan, n, device, max_bytes, store, st, clock))
+    if "ridge_nc" in plan.ridge and voxel_ceilings is None:
+        raise ValueError("ridge_nc needs each target voxel's noise ceiling (voxel_ceilings); without them use ridge")
     if plan.ridge:
         from brainalign.encoding import ridge_scores
 
         opts = dict(encoding or {})
         res = ridge_scores([r.z for r in src], [r.z for r in tgt], max_bytes=max_bytes,
-                           voxel_ceilings=voxel_ceilings, **opts)
+                           voxel_ceilings=voxel_ceilings if "ridge_nc" in plan.ridge else None, **opts)
         out.update({name: res[name] for name in plan.ridge if name in res})
         clock.lap("ridge")
     if plan.rsa_spearman:

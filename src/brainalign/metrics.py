@@ -24,7 +24,8 @@ Beyond the paper (``metrics: every``, or the family names):
   (rsatoolbox's ``'corr'`` / ``'spearman'``), see :mod:`brainalign.rsa`;
 * ``ridge``: a cross-validated ridge encoding model from the layer to every voxel,
   the mean Pearson r of the held-out predictions over the ROI's voxels, see
-  :mod:`brainalign.encoding`.
+  :mod:`brainalign.encoding`; ``ridge_nc``: the same over ``r / sqrt(NC)``, each voxel's r
+  divided by the square root of its noise ceiling (needs ``voxel_ceilings``).
 
 How pairs are computed: see :mod:`brainalign.engine`. A job streams the
 stimulus x stimulus plane in blocks of whole rows, computes each kernel entry once
@@ -69,14 +70,17 @@ def _registry() -> dict[str, MetricSpec]:
     reg["rsa_pearson"] = MetricSpec("rsa_pearson", "rsa", 0)
     reg["rsa_spearman"] = MetricSpec("rsa_spearman", "rsa", 1)
     reg["ridge"] = MetricSpec("ridge", "ridge", 0)
+    # needs each voxel's noise ceiling: by name only (the workflow adds it beside ridge where the
+    # release has NSD's ncsnr), never through 'every' or the ridge family
+    reg["ridge_nc"] = MetricSpec("ridge_nc", "ridge_nc", 0)
     return reg
 
 
 METRICS: dict[str, MetricSpec] = _registry()
 #: the paper's 27 variants: what ``metrics: all`` means (reproduction)
 ALL_METRICS: list[str] = [n for n, s in METRICS.items() if s.family in PAPER_FAMILIES]
-#: every variant of every family: ``metrics: every``
-EVERY_METRICS: list[str] = list(METRICS)
+#: every variant of every family: ``metrics: every`` (not ``ridge_nc``, which needs voxels' noise ceilings)
+EVERY_METRICS: list[str] = [n for n in METRICS if n != "ridge_nc"]
 
 
 def resolve_metrics(metrics: str | Sequence[str]) -> list[MetricSpec]:
@@ -98,7 +102,7 @@ def resolve_metrics(metrics: str | Sequence[str]) -> list[MetricSpec]:
         elif name == "all":
             out.extend(METRICS[n] for n in ALL_METRICS)
         elif name == "every":
-            out.extend(METRICS.values())
+            out.extend(METRICS[n] for n in EVERY_METRICS)
         elif name in METRICS:
             out.append(METRICS[name])
         elif any(spec.family == name for spec in METRICS.values()):

@@ -316,13 +316,15 @@ class BrainResponses:
     ``stim_ids``: 73KIDs; ``rois``: per parcel the (n_stimuli, n_voxels) mean over each image's
     trials; ``repeats``: the trials averaged per image; with ``halves``, ``half_a`` holds per parcel
     the mean of each image's odd-numbered trials (1st, 3rd, ...) and ``repeats_a`` their count, so
-    the even-numbered half is ``(repeats * mean - repeats_a * half_a) / (repeats - repeats_a)``."""
+    the even-numbered half is ``(repeats * mean - repeats_a * half_a) / (repeats - repeats_a)``;
+    ``ncsnr``: per parcel each voxel's noise-ceiling SNR (NSD's ``ncsnr.nii.gz``), None without it."""
 
     stim_ids: np.ndarray
     rois: dict[str, np.ndarray]
     repeats: np.ndarray
     half_a: dict[str, np.ndarray] | None = None
     repeats_a: np.ndarray | None = None
+    ncsnr: dict[str, np.ndarray] | None = None  # per parcel, each voxel's ncsnr (where the release has it)
 
 
 def load_roi_responses(
@@ -362,7 +364,7 @@ def read_roi_responses(
     n_stimuli x n_roi_voxels plus one session."""
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
-    _, voxels_by_roi = subject_parcels(layout, subject, rois)
+    volume, voxels_by_roi = subject_parcels(layout, subject, rois)
     all_voxels = np.concatenate(list(voxels_by_roi.values()))
 
     sessions = present_sessions(layout, subject, trials, sessions)
@@ -424,8 +426,12 @@ def read_roi_responses(
                 f"{layout.parcel_volume(subject)}: parcel {roi!r} ({vox.size} voxels) has zero betas in every "
                 f"session: the label volume is not in the betas' space (use this subject's func1pt8mm HCP_MMP1.nii.gz)"
             )
+    ncsnr = None
+    if layout.ncsnr(subject).exists():
+        flat = read_ncsnr(layout.ncsnr(subject), volume.shape).reshape(-1)
+        ncsnr = {roi: flat[vox].astype(np.float32) for roi, vox in voxels_by_roi.items()}
     return BrainResponses(stim_ids, out, counts[:-1].copy(), half if halves else None,
-                          counts_a[:-1].copy() if halves else None)
+                          counts_a[:-1].copy() if halves else None, ncsnr)
 
 
 def roi_of_column(voxels_by_roi: dict[str, np.ndarray], column: int) -> str:
@@ -468,15 +474,22 @@ def subject_stimuli(layout: NSDLayout, subject: str, split: str, sessions=None) 
     return read_captions(layout, select_stimuli(trials, exp["sharedix"], split))
 
 
+#: the brain file's layout: 2 adds each voxel's ncsnr (``ncsnr/<roi>``); the ingest rule carries it as a
+#: parameter, so a change reruns ingest (and what reads it) on existing results
+BRAIN_FORMAT = 2
+
+
 def write_brain(path: Path, subject: str, split: str, stim_ids: np.ndarray, rois: dict[str, np.ndarray],
                 responses: BrainResponses | None = None) -> None:
     """Write one subject's ROI responses: ``stimulus_ids`` and ``roi/<name>`` (n x v float32); from
-    ``responses`` also ``repeats`` and, where it has halves, ``repeats_a`` and ``half_a/<name>``."""
+    ``responses`` also ``repeats`` and, where it has halves, ``repeats_a`` and ``half_a/<name>``, and
+    where it has them, each voxel's ncsnr (``ncsnr/<name>``, v float32)."""
     import h5py
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["subject"] = subject
         f.attrs["split"] = split
+        f.attrs["format"] = BRAIN_FORMAT
         f.attrs["rois"] = json.dumps(list(rois))
         f["stimulus_ids"] = stim_ids.astype(np.int64)
         for name, arr in rois.items():
@@ -487,6 +500,9 @@ def write_brain(path: Path, subject: str, split: str, stim_ids: np.ndarray, rois
                 f["repeats_a"] = responses.repeats_a.astype(np.int64)
                 for name, arr in responses.half_a.items():
                     f[f"half_a/{name}"] = arr
+            if responses.ncsnr is not None:
+                for name, arr in responses.ncsnr.items():
+                    f[f"ncsnr/{name}"] = arr
 
 
 def read_brain(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -503,6 +519,29 @@ def brain_loaders(path: Path) -> tuple[np.ndarray, dict]:
         names = json.loads(f.attrs["rois"])
         ids = f["stimulus_ids"][()]
     return ids, {n: h5_loader(path, f"roi/{n}") for n in names}
+
+
+def brain_voxel_ceilings(path: Path) -> list[np.ndarray] | None:
+    """Each voxel's noise ceiling as a fraction (NSD's formula, :func:`noise_ceiling`, for the
+    trials the brain file averaged), one array per ROI in ROI order; None where ingest found no ncsnr."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        names = json.loads(f.attrs["rois"])
+        if "ncsnr" not in f or "repeats" not in f:
+            return None
+        repeats = f["repeats"][()]
+        return [noise_ceiling(f[f"ncsnr/{n}"][()].astype(np.float64), repeats) / 100.0 for n in names]
+
+
+def read_ncsnr(path: Path, shape: tuple) -> np.ndarray:
+    """NSD's ``ncsnr.nii.gz`` (float64), checked against the label volume's shape."""
+    import nibabel as nib
+
+    ncsnr = np.asanyarray(nib.load(path).dataobj).astype(np.float64)
+    if ncsnr.shape[:3] != tuple(shape)[:3]:
+        raise InputError(f"{path}: shape {ncsnr.shape} differs from the subject's HCP_MMP1.nii.gz {tuple(shape)}")
+    return ncsnr
 
 
 def noise_ceiling(ncsnr: np.ndarray, repeats: np.ndarray) -> np.ndarray:
@@ -522,15 +561,11 @@ def parcel_noise_ceilings(layout: NSDLayout, subject: str, rois, split: str, ses
     """Per parcel, NSD's noise ceiling for the repeats this split averages in the sessions used:
     ``roi, n_voxels, n_valid`` (voxels with a finite ncsnr), ``ncsnr`` (mean over valid voxels),
     ``noise_ceiling`` (percent; mean of the voxels' ceilings), and the image counts ``A, B, C``."""
-    import nibabel as nib
-
     path = _require(layout.ncsnr(subject), "noise-ceiling SNR (ncsnr)")
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
     volume, voxels_by_roi = subject_parcels(layout, subject, rois)
-    ncsnr = np.asanyarray(nib.load(path).dataobj).astype(np.float64)
-    if ncsnr.shape[:3] != volume.shape[:3]:
-        raise InputError(f"{path}: shape {ncsnr.shape} differs from the subject's HCP_MMP1.nii.gz {volume.shape}")
+    ncsnr = read_ncsnr(path, volume.shape)
     used = present_sessions(layout, subject, trials, sessions)
     trials = trials[trials["SESSION"].isin(used)]
     stim_ids = select_stimuli(trials, exp["sharedix"], split)

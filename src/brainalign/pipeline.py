@@ -128,8 +128,8 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process.
     ``encoding``: the ridge metric's options (config key ``encoding``)."""
     from brainalign.features import feature_loaders, resolve_device
-    from brainalign.metrics import score_matrices
-    from brainalign.nsd import brain_loaders
+    from brainalign.metrics import resolve_metrics, score_matrices
+    from brainalign.nsd import brain_loaders, brain_voxel_ceilings
 
     if nulls_out is not None and permutations < 1:
         raise InputError(f"{model} on {subject}: nulls asked for with {permutations} permutations "
@@ -138,8 +138,15 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     # loaders, not arrays: the engine reads each layer and ROI once, z-scores it and drops the raw copy
     ids, rois = brain_loaders(Path(brain_h5))
     _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
+    ceilings = None
+    if any(s.name == "ridge_nc" for s in resolve_metrics(metrics)):
+        ceilings = brain_voxel_ceilings(Path(brain_h5))
+        if ceilings is None:
+            raise InputError(f"{brain_h5}: no voxel noise ceilings (the release has no ncsnr.nii.gz for {subject}); "
+                             "drop ridge_nc from config key 'metrics'")
     try:
-        mats = score_matrices(layers, list(rois.values()), metrics, device, encoding=encoding)
+        mats = score_matrices(layers, list(rois.values()), metrics, device, encoding=encoding,
+                              voxel_ceilings=ceilings)
     except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
         raise InputError(f"{model} on {brain_h5}: {exc} (config keys 'metrics', 'encoding')") from None
     nan = int(sum(np.isnan(m).sum() for m in mats.values()))

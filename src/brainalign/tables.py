@@ -399,6 +399,8 @@ def metric_correlation(path: str | Path, info: TableInfo, metrics: Sequence[str]
     and the pairwise-complete Pearson correlation of the ranks comes from float64 sums over row
     blocks: for a pair (a, b) with both present, n_ab, sum x_a, sum x_b, sum x_a^2, sum x_b^2,
     sum x_a x_b. Ranking float32-rounded scores instead would tie near-equal scores that are not equal.
+    Pairs with a column that has NaN scores are ranked again on their common rows (pandas' pairwise
+    Spearman), one pass over the two columns per pair.
     """
     from brainalign.metrics import METRICS
 
@@ -441,6 +443,23 @@ def metric_correlation(path: str | Path, info: TableInfo, metrics: Sequence[str]
         var_a = s_aa - s_a * s_a / n_ab
         corr = cov / np.sqrt(var_a * var_a.T)
     corr[n_ab < 3] = np.nan
+    # where a column has NaNs, pandas ranks each pair on its common rows: rank the global ranks again
+    # there (a monotone map, so ties and order are kept exactly)
+    from scipy.stats import rankdata
+
+    gaps = [j for j in range(m) if np.isnan(wide[:, j]).any()]
+    for j in gaps:
+        for k in range(m):
+            both = np.isfinite(wide[:, j]) & np.isfinite(wide[:, k])
+            if both.sum() < 3:
+                corr[j, k] = corr[k, j] = np.nan
+                continue
+            a, b = rankdata(wide[both, j]), rankdata(wide[both, k])
+            a -= a.mean()
+            b -= b.mean()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr[j, k] = corr[k, j] = (a @ b) / np.sqrt((a @ a) * (b @ b))
+            del both, a, b
     log.info("metric correlation: done in %.0f s", time.perf_counter() - t0)
     return pd.DataFrame(np.clip(corr, -1, 1), index=order, columns=order)
 

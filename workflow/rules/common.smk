@@ -9,7 +9,7 @@ from brainalign.io import InputError
 from brainalign.metrics import resolve_metrics
 from brainalign.models import at_input_size, load_registry, select_models
 from brainalign.plan import FIGURE_EXTS, Plan, figure_stems
-from brainalign.nsd import NSDLayout
+from brainalign.nsd import BRAIN_FORMAT, NSDLayout
 
 DEFAULT_MINI_NSD = "results/mini_nsd"
 # tables mode: start from measurement tables in the paper's schema (its vision_all.parquet ...)
@@ -282,6 +282,11 @@ def _release_facts():
     return {"ncsnr": not missing, "atlas": atlas}
 
 
+RELEASE_FACTS = _release_facts()
+# the ceiling-normalised encoding score, beside ridge, wherever the release has each voxel's ncsnr
+if RELEASE_FACTS["ncsnr"] and "ridge" in METRICS and "ridge_nc" not in METRICS and not TABLES_FROM:
+    METRICS.insert(METRICS.index("ridge") + 1, "ridge_nc")
+
 # What is built, decided by brainalign.plan (pure, unit-tested) from the config and the release.
 PLAN = Plan(
     results=RESULTS,
@@ -297,7 +302,7 @@ PLAN = Plan(
         m for m in METRICS if TABLES_FROM and all(m in TABLE_METRICS[(mod, "all")] for mod in TABLE_MODALITIES)
     ),
     checkpoints=bool(trained_tables() if TABLES_FROM else checkpoint_models()),
-    **_release_facts(),
+    **RELEASE_FACTS,
 )
 noise_ceiling_files = PLAN.noise_ceiling_files
 split_half_files = PLAN.split_half_files

@@ -103,5 +103,6 @@ rule ingest:
         sessions=SESSIONS,
         rois=config["rois"],
         zscore_sessions=config["zscore_sessions"],
+        brain_format=BRAIN_FORMAT,
     script:
         "../../scripts/ingest.py"
