@@ -189,10 +189,10 @@ def test_paper_config_dry_run_plans_every_model(tmp_path):
     per_model = {"ingest": 4, "stimuli": 4, "features": n_models, "align": 4 * n_models, "aggregate": 2}
     assert {rule: counts[rule] for rule in per_model} == per_model
     # the rest (split-half ceilings per subject; statistics, robustness, per-ROI scores, the lead-lag table,
-    # figures, all: 29 jobs; no nulls) does not grow with the number of models
+    # the metric-family table and its figure, figures, all: 31 jobs; no nulls) does not grow with the models
     assert "null" not in counts and counts["trajectory_leadlag"] == 1
     assert counts["split_half_ceiling"] == 4 and counts["roi_scores"] == 2
-    assert counts["total"] - sum(per_model.values()) == 29
+    assert counts["total"] - sum(per_model.values()) == 31 and counts["headline_by_metric"] == 1
     assert seconds < 30, f"dry-run of the paper config took {seconds:.1f} s"
 
 

@@ -671,13 +671,19 @@ def test_precomputed_mode_builds_every_figure_it_can(paper_run):
     work = paper_run["work"]
     assert paper_run["rest"] == {"correlation_stats": 10, "figure_performance": 1, "figure_performance_sigma": 1,
                                  "figure_consistency": 1, "figure_kernel_size": 1, "robustness": 1,
-                                 "figure_robustness": 1, "all": 1, "total": 17}
+                                 "figure_robustness": 1, "headline_by_metric": 1, "figure_headline_by_metric": 1,
+                                 "all": 1, "total": 19}
     assert sorted(p.name for p in (work / "results").iterdir()) == ["paper"]
     fig = work / "results/paper/figures"
     for png in ("performance/brain_score_vs_benchmark.png", "performance/correlation_by_sigma.png",
                 "consistency/subject_consistency.png", "kernel_size/change_28_68.png",
-                "robustness/robustness_forest.png"):
+                "robustness/robustness_forest.png", "metric_families/headline_by_metric.png"):
         assert (fig / png).stat().st_size > 10_000, png
+    # the metric-family table on the paper's published scores: its 11 kernel sizes, the headline r
+    by_metric = pd.read_csv(work / "results/paper/stats/headline_by_metric.csv").set_index(["modality", "metric"])
+    assert len(by_metric) == 2 * 11
+    assert by_metric.loc[("vision", "cka_36"), "pearson_r"] == pytest.approx(0.5305, abs=5e-4)
+    assert by_metric.loc[("language", "cka_36"), "pearson_r"] == pytest.approx(0.885, abs=5e-4)
     # the figures show the paper's published tables: read here from the shipped files themselves,
     # every cell; the kernel-size signs also recomputed from the paper's per-ROI scores
     shipped = REPO / "src/brainalign/resources/paper_tables"
