@@ -116,7 +116,7 @@ def test_pythia_checkpoints_are_six_sizes_by_18_steps(pythia):
 def test_registry_files_merge_and_names_are_unique():
     merged = load_registry([str(p) for p in PAPER_FILES])
     singles = [load_registry(p) for p in PAPER_FILES]
-    assert len(merged) == sum(len(r) for r in singles) == 11 + 596 + 43 + 108
+    assert len(merged) == sum(len(r) for r in singles) == 12 + 596 + 43 + 108
     assert load_registry(PAPER_FILES[:1]) == load_registry(PAPER_FILES[0])
 
 

@@ -22,12 +22,13 @@ from brainalign.nsd import read_brain
 pytestmark = pytest.mark.workflow
 
 MODELS = {"vision": ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
-                     "tf_efficientnet_lite0.untrained"],
+                     "tf_efficientnet_lite0.untrained", "user_cnn"],
           "language": ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2.untrained", "all-MiniLM-L6-v2.untrained-seed1"]}
 N_ALIGN = 4 * (len(MODELS["vision"]) + len(MODELS["language"]) + 4)  # + the trained CNN's 4 checkpoints
-# layers read per model (MiniLM: embeddings + 6 blocks; EfficientNet-Lite: 7; the mobilenetv3_small_050
+# layers read per model (MiniLM: embeddings + 6 blocks; EfficientNet-Lite: 7; config/user_models.py's
+# small_cnn: 4; the mobilenetv3_small_050
 # checkpoints: 6) and the mini-NSD's parcels: known constants, not read from the table they check
-N_LAYERS = {**{m: 7 for m in MODELS["vision"] + MODELS["language"]},
+N_LAYERS = {**{m: 7 for m in MODELS["vision"] + MODELS["language"]}, "user_cnn": 4,  # its 4 blocks
             **{f"mini_nsd_cnn@epoch{e}": 6 for e in (1, 2, 4, 8)}}
 N_PARCELS = 12
 FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside each)
@@ -45,7 +46,7 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_ceiling_map": "results/figures/brain_maps/noise_ceiling.png",
 }
 EXPECTED_JOBS = {"mini_nsd_stimuli": 1, "mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4,
-                 "train_mini_nsd_cnn": 1, "features": 11,
+                 "train_mini_nsd_cnn": 1, "features": len(MODELS["vision"]) + len(MODELS["language"]) + 4,
                  "align": N_ALIGN, "null_stats": 2, "aggregate": 2, "check_table": 2,
                  "model_scores": 2, "correlation_stats": 1, "robustness": 1, "trajectory_leadlag": 1,
                  "headline_by_metric": 1,

