@@ -332,6 +332,18 @@ def test_minilm_left_padding_same_features_alone_and_in_batch(minilm):
         np.testing.assert_allclose(a[0], b[0], atol=1e-4)
 
 
+def test_minilm_prompts_batched_by_length_come_back_in_input_order(minilm):
+    """Batches group prompts of similar length; row i of every layer is still caption i's."""
+    tok, model = minilm
+    captions = [LONG_CAPTION, "A cat.", "Two dogs on a beach.", LONG_CAPTION + " And a bird.", "A bus.",
+                "A plate of food on a wooden table with a fork."]
+    _, batched = extract_language(tok, model, captions, batch_size=2)
+    for i, caption in enumerate(captions):
+        _, alone = extract_language(tok, model, [caption])
+        for a, b in zip(alone, batched, strict=True):
+            np.testing.assert_allclose(b[i], a[0], atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def tiny_neox():
     from transformers import GPTNeoXConfig, GPTNeoXModel

@@ -213,3 +213,12 @@ def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
     registry.write_text(registry.read_text().replace(old, old.replace("seed: 0", "seed: 1")))
     counts = job_counts(snakemake(work, "-n", "--cores", "2").stdout)
     assert (counts["features"], counts["align"]) == (1, 4)  # tf_efficientnet_lite0.untrained, 4 subjects
+    # how features are read (layers, pool, dtype) is part of the entry: the same, for another model
+    registry.write_text(registry.read_text().replace(old, old.replace("seed: 0", "seed: 0\n  dtype: bfloat16")))
+    counts = job_counts(snakemake(work, "-n", "--cores", "2").stdout)
+    assert (counts["features"], counts["align"]) == (1, 4)
+    user = "  architecture: config/user_models.py:small_cnn\n"
+    registry.write_text(registry.read_text().replace(user, user + '  layers: ["blocks.*.0"]\n  pool: mean\n'))
+    proc = snakemake(work, "-n", "--cores", "2")
+    assert (job_counts(proc.stdout)["features"], job_counts(proc.stdout)["align"]) == (2, 8)
+    assert "user_cnn" in proc.stdout

@@ -408,3 +408,16 @@ def test_a_language_model_cannot_come_from_torchvision(tmp_path):
         """))
     with pytest.raises(InputError, match="source 'torchvision' gives no language model"):
         load_registry(path)
+
+
+def test_make_weights_plans_image_models_with_their_processor_files():
+    from brainalign.models import ModelEntry
+    from brainalign.weights import plan_entry
+
+    dino = plan_entry(ModelEntry("dino", "vision", "transformers", "facebook/dinov2-small", weights="hf-hub"))
+    assert dino.error is None and dino.repo_id == "facebook/dinov2-small"
+    assert "preprocessor_config.json" in dino.variants[0].extra and "model.safetensors" in dino.variants[0].weights
+    llava = plan_entry(ModelEntry("llava", "vision", "vlm", "llava-hf/llava-1.5-7b-hf", weights="hf-hub"))
+    assert llava.error is None and "processor_config.json" in llava.variants[0].extra
+    clip = plan_entry(ModelEntry("oc", "vision", "open_clip", "ViT-B-32", weights="hf-hub"))
+    assert "hf-hub is for transformers and vlm models, not source open_clip" in clip.error

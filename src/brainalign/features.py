@@ -1,15 +1,21 @@
-"""Layer features of vision (timm) and language (transformers) models.
+"""Layer features of registry models, from every source (:data:`BUILDERS`).
 
-One forward pass gives every layer: forward hooks on each block of the model's
-main block container (vision) or ``output_hidden_states`` (language). Each
-layer is pooled to one vector per stimulus:
+One forward pass gives every layer: forward hooks on the model's layers, or its
+``output_hidden_states`` (language models, image-text-to-text models). The layers
+read are the source's default (each block of the model's block container; every
+hidden state) or the modules the entry's ``layers:`` names (names or globs). Each
+layer is pooled to one vector per stimulus (``pool:``, default per source):
 
 * vision, 4-D block output: mean over the spatial axes, on the model's own
   layout (NCHW, or NHWC where the timm model says ``output_fmt == 'NHWC'``);
-* vision, 3-D tokens (N, T, C): mean over tokens, CLS included;
-* language: the hidden state of the LAST token, for all ``num_hidden_layers + 1``
-  hidden states (layer 0 = embeddings), left padding.
+* vision, 3-D tokens (N, T, C): mean over tokens, CLS included (``pool: cls``: the first);
+* language: the hidden state of the LAST real token, for all ``num_hidden_layers + 1``
+  hidden states (layer 0 = embeddings), left padding (``pool: mean``: the mean over the
+  real tokens).
 
+Sources: ``timm``, ``torchvision``, ``python`` (a user's module), ``transformers``
+(language models; image models with their processor; CLIP/SigLIP towers), ``open_clip``
+(either tower) and ``vlm`` (:mod:`brainalign.vlm`). ``dtype:`` sets the model's precision.
 Features are stored as float16, one HDF5 file per (model, stimulus set).
 """
 
@@ -434,19 +440,32 @@ def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size
 
     # text towers take at most their context (CLIP: 77 tokens); prompts are cut at 512
     max_length = 512 if prompt else min(int(getattr(tokenizer, "model_max_length", 512)), 512)
+    # batches of similar length: padding is computed like real tokens (COCO prompts in input order pad
+    # ~18% of a batch, sorted ~2%); each row's features do not depend on its batch, and come back in order
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
 
     def batches():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
-                            truncation=True, max_length=max_length).to(device)
+            enc = tokenizer([texts[i] for i in order[start : start + batch_size]], return_tensors="pt",
+                            padding=True, truncation=True, max_length=max_length).to(device)
             if takes_positions:
                 enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp_min(0)
             yield enc, enc["attention_mask"]
 
+    def in_input_order(arrays):
+        out = []
+        for a in arrays:
+            b = np.empty_like(a)
+            b[order] = a
+            out.append(b)
+        return out
+
     if layers:
         targets = select_layers(model, layers, name)
-        return run_layers(model, targets, batches(), len(texts), lambda m, enc: m(**enc), pool=pool,
-                          what="prompts" if prompt else "captions", name=name)
+        names, arrays = run_layers(model, targets, batches(), len(texts), lambda m, enc: m(**enc), pool=pool,
+                                   what="prompts" if prompt else "captions", name=name)
+        return names, in_input_order(arrays)
     chunks: list[list] = []
     progress = Progress(len(texts), "features", "prompts" if prompt else "captions")
     with torch.inference_mode():
@@ -458,7 +477,7 @@ def extract_language(tokenizer, model, captions, device: str = "cpu", batch_size
                 chunks[i].append(pool_output(h, False, pool, mask).float().cpu().numpy())
             progress.step(len(mask))
     names = ["embeddings"] + [f"layer.{i}" for i in range(1, len(chunks))]
-    return names, [np.concatenate(c) for c in chunks]
+    return names, in_input_order([np.concatenate(c) for c in chunks])
 
 
 # ----------------------------------------------------------------------------- storage

@@ -19,8 +19,8 @@ What a model needs:
   pretrained cfg (``hf_hub_id``, e.g. ``timm/resnet50.a1_in1k``): ``model.safetensors``, else
   ``pytorch_model.bin`` (or the cfg's ``hf_hub_filename``). The few timm models whose cfg has a
   URL instead of a hub id are fetched into torch's hub cache, where timm looks for them.
-* transformers (``weights: hf-hub``): the model id at its ``revision`` (Pythia checkpoints:
-  ``step<N>``): ``config.json``, the tokenizer files, and the weights, safetensors where the
+* transformers and vlm (``weights: hf-hub``): the model id at its ``revision`` (Pythia checkpoints:
+  ``step<N>``): ``config.json``, the tokenizer and (image) processor files, and the weights, safetensors where the
   repository has them, else ``.bin`` (top-level files only: not ``original/``), plus the
   repository's ``*.py`` for entries with ``trust_remote_code: true``.
 
@@ -58,6 +58,9 @@ CONFIG_FILES = ("config.json", "generation_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "vocab.txt", "merges.txt", "*.model", "*.tiktoken", "chat_template.jinja",
                    "chat_template.json")
+# image models and image-text-to-text models: their image processor and processor (AutoImageProcessor,
+# AutoProcessor)
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
 SAFETENSORS = ("model.safetensors", "model-*.safetensors")
 SAFETENSORS_INDEX = ("model.safetensors.index.json",)
 PYTORCH_BIN = ("pytorch_model.bin", "pytorch_model-*.bin")
@@ -229,12 +232,14 @@ def plan_entry(entry: ModelEntry) -> Download | Skip:
     if entry.extra.get("train"):
         return Skip(entry.name, f"trained by the workflow itself (train: {entry.extra['train']})")
     if w == "timm-hub":
-        if entry.modality != "vision":
-            return Download(entry.name, error="weights: timm-hub is for vision (timm) models; use hf-hub")
+        if entry.source != "timm":
+            return Download(entry.name, error=f"weights: timm-hub is for timm models, not source {entry.source}; "
+                                              "transformers and vlm models use hf-hub, the others local files")
         return timm_download(entry.architecture)
     if w == "hf-hub":
-        if entry.modality != "language":
-            return Download(entry.name, error="weights: hf-hub is for language models; timm models use timm-hub")
+        if entry.source not in ("transformers", "vlm"):
+            return Download(entry.name, error=f"weights: hf-hub is for transformers and vlm models, not source "
+                                              f"{entry.source}; timm models use timm-hub, the others local files")
         return hf_download(entry.architecture, entry.extra.get("revision"), entry.trust_remote_code)
     missing = "" if Path(w).expanduser().exists() else ", not found"
     return Skip(entry.name, f"local weights file {w} (not on the hub{missing})")
@@ -242,7 +247,7 @@ def plan_entry(entry: ModelEntry) -> Download | Skip:
 
 def hf_download(repo_id: str, revision: str | None = None, trust_remote_code: bool = False) -> Download:
     """A transformers model: config, tokenizer and weights (safetensors, else .bin)."""
-    extra = CONFIG_FILES + TOKENIZER_FILES + (REMOTE_CODE if trust_remote_code else ())
+    extra = CONFIG_FILES + TOKENIZER_FILES + PROCESSOR_FILES + (REMOTE_CODE if trust_remote_code else ())
     variants = (Variant(SAFETENSORS, extra + SAFETENSORS_INDEX), Variant(PYTORCH_BIN, extra + PYTORCH_BIN_INDEX))
     return Download(repo_id, str(revision or "main"), variants, kind="transformers")
 
