@@ -793,3 +793,87 @@ def test_memory_follows_the_budget(tmp_path):
     assert st["blocks"] > 1 and st["fixed_bytes"] + 2500 * st["bytes_per_row"] > 2 * (384 << 20), st
     limit = res["before"] + (384 << 20) + res["features"] + 0.1e9
     assert res["peak"] <= limit, f"peak RSS {res['peak'] / 1e9:.2f} GB > {limit / 1e9:.2f} GB ({st})"
+
+
+def test_sources_streamed_in_groups_give_the_same_scores(monkeypatch):
+    """Sources whose z-scores exceed the budget are z-scored and streamed group by group; every
+    metric family equals the one-group run, and a constant layer in a later group is still NaN at
+    its own row."""
+    import brainalign.engine as engine
+
+    rng = np.random.default_rng(3)
+    n = 90
+    latent = rng.normal(size=(n, 6))
+    d = 1500
+    layers = [latent @ rng.normal(size=(6, d)) + rng.normal(size=(n, d)) for _ in range(7)]
+    layers[5] = np.ones((n, d))  # a dead layer, in the third group
+    rois = [latent @ rng.normal(size=(6, 12)) + rng.normal(size=(n, 12)) for _ in range(4)]
+    metrics = ["cka_36", "cka_12", "mutual_knn_20", "cycle_knn_40", "cknna_10", "linear_cka", "rsa_pearson",
+               "rsa_spearman", "ridge"]
+    live = layers[:5] + layers[6:]  # RSA's correlation distance is undefined for a constant layer
+    whole, grouped = {}, {}
+    one = score_matrices(live, rois, metrics, max_bytes=64 << 20, stats=whole)
+    one_dead = score_matrices(layers, rois, metrics[:5], max_bytes=64 << 20)
+    monkeypatch.setattr(engine, "MIN_GROUP_BYTES", 8 * n * d)  # a layer's z-scores (1.08 MB)
+    budget = 6_000_000  # groups of 2 layers (<= 3 MB), each group's passes within the other 3 MB
+    assert engine.source_groups([d] * 7, n, budget)[0] == [[0, 1], [2, 3], [4, 5], [6]]
+    many = score_matrices(live, rois, metrics, max_bytes=budget, stats=grouped)
+    many_dead = score_matrices(layers, rois, metrics[:5], max_bytes=budget)
+    assert (whole["source_groups"], grouped["source_groups"]) == (1, 3)
+    for name in metrics:
+        np.testing.assert_allclose(many[name], one[name], rtol=1e-6, atol=1e-9, err_msg=name)  # float32 blocks
+    for name in metrics[:5]:
+        np.testing.assert_allclose(many_dead[name], one_dead[name], rtol=1e-6, atol=1e-9, err_msg=name)
+        assert np.isnan(many_dead[name][5]).all() and np.isfinite(np.delete(many_dead[name], 5, axis=0)).all()
+
+
+def test_source_groups_rule():
+    from brainalign.engine import MIN_GROUP_BYTES, source_groups
+
+    n = 1000
+    per = MIN_GROUP_BYTES // (8 * n) // 4  # a width whose z-scores are a quarter of the smallest group
+    assert source_groups([per] * 8, n, 1 << 20) == ([list(range(8))], 1 << 20)  # 2 groups' worth: kept whole
+    groups, work = source_groups([per] * 20, n, 1 << 20)  # a small budget: groups of the smallest size
+    assert groups == [list(range(i, min(i + 4, 20))) for i in range(0, 20, 4)] and work == 1
+    big = 16 * MIN_GROUP_BYTES
+    groups, work = source_groups([per] * 32, n, big)  # fits half the budget: one group, the whole budget
+    assert groups == [list(range(32))] and work == big
+    assert len(source_groups([per] * 33, n, big)[0]) == 2
+    groups, work = source_groups([per * 16] * 12, n, big)  # a smallest group each: half the budget a group
+    assert [len(g) for g in groups] == [2] * 6 and work == big - big // 2
+    assert source_groups([None, per], n, 1)[0] == [[0, 1]]  # an unknown width: today's single group
+
+
+def test_depth_streaming_holds_the_budget(tmp_path):
+    """40 layers of 1,024 at n = 2,000 (655 MB of float64 z-scores) under a 384 MiB budget, in a
+    fresh process, read through loaders as the align job does: 3 groups, peak RSS <= the process
+    before the job (interpreter, torch, the inputs) + the budget + the targets' z-scores + 0.15 GB,
+    where one group would hold 655 MB of z-scores beyond the budget."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import json, h5py, numpy as np, torch\n"
+        "from brainalign.io import h5_loader\n"
+        "from brainalign.metrics import score_matrices\n"
+        "n, rng = 2000, np.random.default_rng(0)\n"
+        "latent = rng.normal(size=(n, 16)).astype(np.float32)\n"
+        f"path = {str(tmp_path / 'f.h5')!r}\n"
+        "with h5py.File(path, 'w') as f:\n"
+        "    for i in range(40):\n"
+        "        f[f'l{i}'] = (latent @ rng.normal(size=(16, 1024)) + rng.normal(size=(n, 1024))).astype(np.float16)\n"
+        "rois = [(latent @ rng.normal(size=(16, 60)) + rng.normal(size=(n, 60))).astype(np.float32)"
+        " for _ in range(6)]\n"
+        "layers = [h5_loader(path, f'l{i}', np.float32) for i in range(40)]\n"
+        "def hwm(): return int([x.split()[1] for x in open('/proc/self/status') if x.startswith('VmHWM')][0]) * 1024\n"
+        "before, stats = hwm(), {}\n"
+        "score_matrices(layers, rois, ['cka_36', 'mutual_knn_20', 'linear_cka'], max_bytes=384 << 20, stats=stats)\n"
+        "print(json.dumps({'peak': hwm(), 'before': before, 'targets': 6 * 60 * n * 8, 'stats': stats}))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["stats"]["source_groups"] == 3, res["stats"]
+    limit = res["before"] + (384 << 20) + res["targets"] + 0.15e9
+    assert res["peak"] <= limit, f"peak RSS {res['peak'] / 1e9:.2f} GB > {limit / 1e9:.2f} GB"

@@ -52,6 +52,7 @@ CANDIDATE_MARGIN = 8
 CENTRE_SAMPLE = 256
 ACCUMULATE_BLOCK = 1 << 20  # float32 partial sums over at most 2^20 terms, then float64
 EPS_CKA = 1e-6
+MIN_GROUP_BYTES = 256 << 20  # the smallest group of sources' z-scores (see source_groups)
 BIG = 32767  # the rank of a stimulus that is not among the neighbours (int16)
 
 
@@ -247,6 +248,7 @@ class Stats:
     dtype: str = ""
     fixed_bytes: int = 0
     bytes_per_row: int = 0
+    source_groups: int = 1  # the sources were z-scored and streamed in this many groups (see source_groups)
     seconds: dict = field(default_factory=dict)
 
 
@@ -306,14 +308,82 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     store = getattr(torch, dtype)
     st = Stats(dtype=dtype)
     clock = _Clock(st, device, stats is not None)
-    src, tgt = [], []
-    for inputs, reps in ((sources, src), (targets, tgt)):
-        for x in inputs:
-            reps.append(prepare(x() if callable(x) else x, device))
-            release_memory()  # the raw copy and the temporaries would stay resident between the z's
-    if not src or not tgt:
+    if max_bytes is None:
+        max_bytes = default_budget(device)
+    tgt = []
+    for x in targets:
+        tgt.append(prepare(x() if callable(x) else x, device))
+        release_memory()  # the raw copy and the temporaries would stay resident between the z's
+    if not sources or not tgt:
         raise ValueError("align needs at least one source and one target representation")
-    n = src[0].z.shape[0]
+    n = tgt[0].z.shape[0]
+    groups, work_bytes = source_groups([_width(x) for x in sources], n, max_bytes)
+    st.source_groups = len(groups)
+    if len(groups) > 1:
+        log.info("%d source representations in %d groups of at most %.2f GB of z-scores (budget %.2f GB): "
+                 "the targets' side is computed once per group", len(sources), len(groups), max_bytes / 2e9,
+                 max_bytes / 1e9)
+    parts, dead_s = [], []
+    for group in groups:
+        src = []
+        for i in group:
+            src.append(prepare(sources[i]() if callable(sources[i]) else sources[i], device))
+            release_memory()
+        part = _score(src, tgt, plan, n, device, work_bytes, store, st, clock, encoding, voxel_ceilings)
+        dead_s += [group[0] + i for i, r in enumerate(src) if r.constant]
+        parts.append(part)
+        del src
+        release_memory()
+    out = {name: np.concatenate([np.asarray(p[name]) for p in parts], axis=0) for name in parts[0]}
+    if stats is not None:
+        stats.update(dataclasses.asdict(st))
+    dead_t = [j for j, r in enumerate(tgt) if r.constant]
+    if dead_s or dead_t:  # no stimulus differs from another there: nothing to align
+        for name in out:
+            out[name] = np.array(out[name], dtype=np.float64)
+            out[name][dead_s, :] = np.nan
+            out[name][:, dead_t] = np.nan
+        log.warning("%d source(s) %s and %d target(s) %s are constant over the stimuli: their scores are NaN",
+                    len(dead_s), dead_s[:5], len(dead_t), dead_t[:5])
+    return {s.name: out[s.name] for s in specs}
+
+
+def _width(x) -> int | None:
+    """A source's number of features without loading it (arrays, and loaders with a ``shape``)."""
+    shape = getattr(x, "shape", None)
+    return int(shape[1]) if shape is not None and len(shape) == 2 else None
+
+
+def source_groups(widths: Sequence[int | None], n: int, max_bytes: int) -> tuple[list[list[int]], int]:
+    """Consecutive groups of sources, and the working budget of each group's pass.
+
+    When the sources' float64 z-scores (``8 n d`` each) fit half the budget, or a width is unknown,
+    all sources are one group and the streaming gets the whole budget (the z-scores are held beside
+    it, as the docstring of :func:`brainalign.metrics.score_matrices` counts them). Otherwise the
+    sources are streamed in groups of at most half the budget of z-scores, read and z-scored group
+    by group, and each group's pass works within the other half: the job then holds at most the
+    budget beyond the targets, whatever the depth and width of the model. Scores do not depend on
+    the grouping (every pair's sums are its own; the neighbour rule is exact). Groups hold at least
+    :data:`MIN_GROUP_BYTES` (below that, recomputing the targets' side would cost more than the
+    memory is worth), so sources of up to twice that are never split."""
+    if any(w is None for w in widths) or 8 * n * sum(widths) <= max(max_bytes // 2, 2 * MIN_GROUP_BYTES):
+        return [list(range(len(widths)))], max_bytes
+    half = max(max_bytes // 2, MIN_GROUP_BYTES)
+    groups: list[list[int]] = [[]]
+    held = 0
+    for i, w in enumerate(widths):
+        need = 8 * n * w
+        if groups[-1] and held + need > half:
+            groups.append([])
+            held = 0
+        groups[-1].append(i)
+        held += need
+    return groups, max(max_bytes - half, 1)
+
+
+def _score(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes: int, store, st: Stats,
+           clock: _Clock, encoding: dict | None, voxel_ceilings) -> dict[str, np.ndarray]:
+    """Every metric of ``plan`` for one group of sources against every target (z-scored reps)."""
     for name, r in [("source", a) for a in src] + [("target", b) for b in tgt]:
         if r.z.ndim != 2 or r.z.shape[0] != n:
             raise ValueError(f"every {name} must be (n_stimuli, n_features) with n_stimuli = {n}; "
@@ -324,8 +394,6 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     if plan.cknna and n < 4:
         raise ValueError(f"CKNNA's unbiased HSIC needs n >= 4 stimuli, got n = {n}")
     clock.lap("z-score")
-    if max_bytes is None:
-        max_bytes = default_budget(device)
     out: dict[str, np.ndarray] = {}
     if plan.plane:
         out.update(_plane(src, tgt, plan, n, device, max_bytes, store, st, clock))
@@ -344,18 +412,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
 
         out["rsa_spearman"] = rsa_spearman_scores([r.z for r in src], [r.z for r in tgt], max_bytes=max_bytes)
         clock.lap("rsa_spearman")
-    if stats is not None:
-        stats.update(dataclasses.asdict(st))
-    dead_s = [i for i, r in enumerate(src) if r.constant]
-    dead_t = [j for j, r in enumerate(tgt) if r.constant]
-    if dead_s or dead_t:  # no stimulus differs from another there: nothing to align
-        for name in out:
-            out[name] = np.array(out[name], dtype=np.float64)
-            out[name][dead_s, :] = np.nan
-            out[name][:, dead_t] = np.nan
-        log.warning("%d source(s) %s and %d target(s) %s are constant over the stimuli: their scores are NaN",
-                    len(dead_s), dead_s[:5], len(dead_t), dead_t[:5])
-    return {s.name: out[s.name] for s in specs}
+    return out
 
 
 def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes: int, store, st: Stats,

@@ -80,18 +80,32 @@ def require_file(path: str | os.PathLike, what: str, fix: str) -> Path:
     return path
 
 
-def h5_loader(path: str | os.PathLike, key: str, dtype=None):
-    """A zero-argument function that reads dataset ``key`` of an HDF5 file (as ``dtype`` if given),
-    opening the file only when called: a job can hold one array of a file at a time."""
+class H5Loader:
+    """A zero-argument callable that reads dataset ``key`` of an HDF5 file (as ``dtype`` if given),
+    opening the file only when called: a job can hold one array of a file at a time. ``shape`` reads
+    the dataset's shape alone (the engine plans its memory from it before loading anything)."""
 
-    def load():
+    def __init__(self, path: str | os.PathLike, key: str, dtype=None):
+        self.path, self.key, self.dtype = path, key, dtype
+
+    def __call__(self):
         import h5py
 
-        with h5py.File(path, "r") as f:
-            data = f[key][()]
-        return data if dtype is None else data.astype(dtype)
+        with h5py.File(self.path, "r") as f:
+            data = f[self.key][()]
+        return data if self.dtype is None else data.astype(self.dtype)
 
-    return load
+    @property
+    def shape(self) -> tuple[int, ...]:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return tuple(f[self.key].shape)
+
+
+def h5_loader(path: str | os.PathLike, key: str, dtype=None) -> H5Loader:
+    """See :class:`H5Loader`."""
+    return H5Loader(path, key, dtype)
 
 
 _TRIM = None

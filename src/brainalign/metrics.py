@@ -196,6 +196,15 @@ def score_matrices(
     180 ROIs of v = 200, all 27 metrics: features 3.2 GB, fixed 1.0 GB, 9.5 MB per row,
     so the default 1.5 GiB budget gives blocks of 60 rows.
 
+    Depth: when the sources' z-scores (``8 n sum(d_i)``) exceed both half the budget and
+    2 x 256 MB (:data:`brainalign.engine.MIN_GROUP_BYTES`), and their widths are known without
+    loading them (arrays, or loaders with a ``shape`` such as :func:`brainalign.io.h5_loader`'s),
+    the sources are loaded, z-scored and scored in consecutive groups of at most
+    ``max(max_bytes / 2, 256 MB)`` of z-scores, each group's passes working within the rest of the
+    budget: peak memory is then the targets' z-scores + ``max_bytes`` + small constants, whatever
+    the model's depth and width, and the targets' side is computed once per group (``stats``'s
+    ``source_groups``). Scores do not depend on the grouping.
+
     ``ridge`` (:func:`brainalign.encoding.ridge_scores`) and ``rsa_spearman``
     (:func:`brainalign.rsa.rsa_spearman_scores`) run after the streaming passes within the same
     budget, on the same z-scored features.
