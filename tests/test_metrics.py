@@ -877,3 +877,17 @@ def test_depth_streaming_holds_the_budget(tmp_path):
     assert res["stats"]["source_groups"] == 3, res["stats"]
     limit = res["before"] + (384 << 20) + res["targets"] + 0.15e9
     assert res["peak"] <= limit, f"peak RSS {res['peak'] / 1e9:.2f} GB > {limit / 1e9:.2f} GB"
+
+
+def test_fit_metrics_leaves_out_what_the_stimuli_cannot_define():
+    from brainalign.io import InputError
+    from brainalign.metrics import ALL_METRICS, fit_metrics
+
+    kept, dropped = fit_metrics("all", 200)
+    assert dropped == ["mutual_knn_200", "mutual_knn_400", "cycle_knn_200", "cycle_knn_400"]
+    assert kept == [m for m in ALL_METRICS if m not in dropped]
+    assert fit_metrics("all", 401) == (ALL_METRICS, [])
+    kept, dropped = fit_metrics(["cka", "mutual_knn"], 50)  # a family is not an explicit variant
+    assert dropped == [f"mutual_knn_{k}" for k in (60, 80, 200, 400)] and "mutual_knn_40" in kept
+    with pytest.raises(InputError, match="mutual_knn_400 needs more than 400 stimuli; subj01 has 300"):
+        fit_metrics(["cka_36", "mutual_knn_400"], 300, "subj01")

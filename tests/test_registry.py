@@ -222,3 +222,25 @@ def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
     proc = snakemake(work, "-n", "--cores", "2")
     assert (job_counts(proc.stdout)["features"], job_counts(proc.stdout)["align"]) == (2, 8)
     assert "user_cnn" in proc.stdout
+
+
+@pytest.mark.workflow
+def test_a_small_release_leaves_out_the_neighbour_variants_it_cannot_define(demo_run, tmp_path):
+    """The mini-NSD's shared split has 60 stimuli a subject: the default metrics leave out every
+    k >= 60 variant with one warning at start-up, and an align job on it holds the others only;
+    a variant named explicitly fails at start-up, naming it."""
+    import shutil
+
+    from brainalign.metrics import fit_metrics
+
+    work = tmp_path / "work"
+    shutil.copytree(demo_run, work, symlinks=True)
+    target = "results/alignment/shared1000/subj01/user_cnn.parquet"
+    proc = snakemake(work, target, "--cores", "2", "--config", "split=shared1000", "metrics=all")
+    warnings = [line for line in proc.stdout.splitlines() if "left out: their k is not below" in line]
+    kept, dropped = fit_metrics("all", 60)
+    assert len(warnings) == 1 and all(m in warnings[0] for m in dropped) and "60 stimuli of subj01" in warnings[0]
+    assert set(pd.read_parquet(work / target)["metric"].unique()) == set(kept)
+    proc = snakemake(work, "-n", "--config", "split=shared1000", "metrics=[cka_36,cycle_knn_60]", check=False)
+    assert proc.returncode != 0 and "cycle_knn_60 needs more than 60 stimuli; subj01 (split shared1000) has 60" in \
+        proc.stdout

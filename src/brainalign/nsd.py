@@ -462,6 +462,14 @@ def read_captions(layout: NSDLayout, stim_ids: np.ndarray) -> pd.DataFrame:
     )
 
 
+def stimulus_count(layout: NSDLayout, subject: str, split: str, sessions=None) -> int:
+    """How many stimuli :func:`subject_stimuli` gives (without reading captions)."""
+    exp = read_expdesign(layout.expdesign)
+    trials = read_responses(layout.responses(subject))
+    trials = trials[trials["SESSION"].isin(present_sessions(layout, subject, trials, sessions))]
+    return len(select_stimuli(trials, exp["sharedix"], split))
+
+
 def subject_stimuli(layout: NSDLayout, subject: str, split: str, sessions=None) -> pd.DataFrame:
     """One subject's stimuli for ``split`` (73KID order of first occurrence) with captions.
 

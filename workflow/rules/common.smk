@@ -282,6 +282,33 @@ def _release_facts():
     return {"ncsnr": not missing, "atlas": atlas}
 
 
+def _fit_metrics():
+    """The configured metrics this release's stimulus count can define (neighbour k < stimuli), warning
+    once which variants are left out; the design not readable yet (a release the workflow generates,
+    a placeholder tree): all of them (the stimuli job reports a broken design itself)."""
+    if TABLES_FROM or SCORES_FROM == "paper" or not os.path.exists(LAYOUT.expdesign):
+        return METRICS
+    from brainalign.metrics import fit_metrics
+    from brainalign.nsd import stimulus_count
+
+    try:
+        counts = {s: stimulus_count(LAYOUT, s, SPLIT, SESSIONS) for s in SUBJECTS}
+    except Exception:  # noqa: BLE001 - scipy.io, pandas and h5py raise many types; the stimuli job names them
+        return METRICS
+    subject = min(counts, key=counts.get)
+    try:
+        kept, dropped = fit_metrics(config["metrics"], counts[subject], f"{subject} (split {SPLIT})")
+    except InputError as exc:
+        _fail(str(exc))
+    if dropped:
+        _warn(
+            f"metrics {', '.join(dropped)} left out: their k is not below the {counts[subject]} stimuli of "
+            f"{subject} (split {SPLIT})"
+        )
+    return [m for m in METRICS if m in kept or m == "ridge_nc"]
+
+
+METRICS = _fit_metrics()
 RELEASE_FACTS = _release_facts()
 # the ceiling-normalised encoding score, beside ridge, wherever the release has each voxel's ncsnr
 if RELEASE_FACTS["ncsnr"] and "ridge" in METRICS and "ridge_nc" not in METRICS and not TABLES_FROM:
