@@ -38,6 +38,9 @@ def test_bonett_wright_interval_stays_inside_minus_one_one_where_the_papers_leav
     assert hi > 1.0
     lo, hi = bonett_wright_ci(0.88, 36)
     assert -1 < lo < 0.88 < hi < 1
+    # pinned: tanh(atanh(.88) -/+ 1.96 sqrt((1 + .88^2 / 2) / 33)), worked by hand; the plain Fisher
+    # standard error (without the 1 + rho^2 / 2 factor) would give (0.7757, 0.9375)
+    assert (lo, hi) == pytest.approx((0.750419, 0.944439), abs=1e-6)
     for rho in np.linspace(-0.999, 0.999, 41):
         for n in (4, 10, 36, 594):
             lo, hi = bonett_wright_ci(rho, n)
