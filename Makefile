@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast check bench bench-analysis bench-scale dryrun-paper registry lint clean weights
+.PHONY: venv demo test test-fast check docs bench bench-analysis bench-scale dryrun-paper registry lint clean weights
 
 venv: $(VENV)/.installed
 
@@ -30,12 +30,21 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not workflow and not slurm"
 
 # Static checks, run by CI before the tests: ruff (rule set in pyproject.toml), snakefmt, Snakemake's
-# linter, and the conda envs' pins against requirements.txt.
+# linter, the conda envs' pins against requirements.txt, and a strict build of the documentation (a broken
+# link or anchor, a missing page or an API object that does not resolve fails it).
 check: venv
 	$(BIN)/ruff check src tests scripts tools
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_envs.py
+	@tmp=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d $$tmp; rc=$$?; rm -rf $$tmp; exit $$rc
+
+# The documentation site (MkDocs + Material, offline): regenerate docs/configuration.md from the config
+# schema, then build into $(DOCS_DIR). Open $(DOCS_DIR)/index.html.
+DOCS_DIR ?= build/docs
+docs: venv
+	$(BIN)/python tools/gen_config_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d $(DOCS_DIR)
 
 lint: check
 

@@ -1,11 +1,14 @@
-"""Every Snakemake command the README prints builds its DAG as printed, on a fresh copy.
+"""Every Snakemake command the README and the documentation print builds its DAG as printed.
 
-Each ``.venv/bin/snakemake`` line of the README's code blocks runs here as written, with a
+Each ``.venv/bin/snakemake`` line of the code blocks of the README and of every ``docs/*.md``
+page (the same command printed in several places runs once) runs here as written, on a fresh
+copy of the workflow, with a
 dry-run flag added (the real runs are the demo run and the tests that reuse it) and two
 paths of the README's examples pointed at stand-ins: ``/data/nsd`` at a placeholder NSD
 release (every input file, empty) and ``/data/intermediate_results`` at small synthetic
 tables. ``--unlock`` runs for real; ``--report`` needs a finished run and is run by
-``test_workflow.test_report_builds_offline_with_every_figure``.
+``test_workflow.test_report_builds_offline_with_every_figure``. Every ``make`` command of
+those blocks names a target of the Makefile.
 """
 
 from __future__ import annotations
@@ -23,23 +26,56 @@ from conftest import REPO, SNAKEMAKE, copy_workflow
 pytestmark = pytest.mark.workflow
 
 README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
 STAND_INS = ("/data/nsd", "/data/intermediate_results")
 
 
-def readme_commands() -> list[str]:
-    """The Snakemake commands of the README's code blocks, comments removed, ``&&`` chains split."""
-    text = README.read_text()
+def shell_commands(path: Path, program: str = ".venv/bin/snakemake") -> list[str]:
+    """The commands of a Markdown file's code blocks that start with ``program``, comments removed,
+    ``&&`` chains split."""
+    text = path.read_text()
     blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
     out = []
     for block in blocks:
         for line in block.splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
-            out += [part.strip() for part in line.split("&&") if part.strip().startswith(".venv/bin/snakemake")]
+            out += [part.strip() for part in line.split("&&") if re.match(rf"{re.escape(program)}(\s|$)", part.strip())]
     return out
 
 
-def test_the_readme_prints_the_commands_users_need():
-    commands = readme_commands()
+def readme_commands() -> list[str]:
+    """The Snakemake commands of the README's code blocks."""
+    return shell_commands(README)
+
+
+def docs_commands() -> list[str]:
+    """The Snakemake commands of every documentation page's code blocks."""
+    return [c for page in DOCS for c in shell_commands(page)]
+
+
+def all_commands() -> list[str]:
+    """The README's and the documentation's Snakemake commands, each once, in order of appearance."""
+    return list(dict.fromkeys(readme_commands() + docs_commands()))
+
+
+def test_the_documentation_has_shell_commands():
+    assert DOCS, "docs/ has no pages"
+    assert docs_commands(), "no Snakemake command in the documentation's code blocks"
+
+
+def test_each_make_command_names_a_makefile_target():
+    targets = set(re.findall(r"^([A-Za-z][\w-]*):", (REPO / "Makefile").read_text(), flags=re.MULTILINE))
+    for path in (README, *DOCS):
+        for command in shell_commands(path, "make"):
+            words = [w for w in shlex.split(command)[1:] if "=" not in w and not w.startswith("-")]
+            assert words, f"{path.name}: {command}: no target"
+            for word in words:
+                assert word in targets, f"{path.name}: {command}: no Makefile target {word!r}"
+
+
+@pytest.mark.parametrize("commands", [readme_commands, all_commands], ids=["readme", "readme+docs"])
+def test_the_readme_prints_the_commands_users_need(commands):
+    commands = commands()
     for needed in ("-n", "--unlock", "--rerun-incomplete", "--report", "nsd_root=/data/nsd",
                    "config/nsd.yaml", "config/paper.yaml", "tables_from=", "--profile profiles/slurm"):
         assert any(needed in c for c in commands), needed
@@ -61,7 +97,7 @@ def stand_ins(tmp_path_factory) -> dict[str, Path]:
     return {"/data/nsd": root / "nsd", "/data/intermediate_results": root / "tables"}
 
 
-@pytest.mark.parametrize("command", [c for c in readme_commands() if "--report" not in c])
+@pytest.mark.parametrize("command", [c for c in all_commands() if "--report" not in c])
 def test_each_readme_command_runs_as_printed(command, stand_ins, tmp_path):
     work = copy_workflow(tmp_path / "w")
     shutil.copytree(REPO / "profiles", work / "profiles")
