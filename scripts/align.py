@@ -9,4 +9,4 @@ nulls = s.output.get("nulls")
 run(s, lambda: align_job(s.input.brain, s.input.features, s.wildcards.model, s.wildcards.subject, s.params.metrics,
                          s.params.device, s.output.scores, nulls_out=nulls, null_metric=s.params.null_metric,
                          permutations=int(s.params.null_permutations), seed=int(s.params.seed),
-                         encoding=dict(s.params.encoding)))
+                         encoding=dict(s.params.encoding), summary_h5=s.input.summary))

@@ -655,8 +655,10 @@ class EngineLog:
         from brainalign import engine as eng
 
         self.cka, self.products, self.cka_blocks, self.source_blocks, self.neighbours = [], [], [], [], []
+        self.mask_products, self.in_masks = [], False
         init, block, products, source_block, neighbours = (eng._CKA.__init__, eng._CKA.block, eng.inner_products,
                                                            eng._source_block, eng.block_neighbours)
+        masks_block = eng._Masks.block
 
         def cka_init(obj, *args, **kwargs):
             init(obj, *args, **kwargs)
@@ -668,8 +670,16 @@ class EngineLog:
             return block(obj, r0, r1, clock)
 
         def inner(a, b):
-            self.products.append((a.dtype, b.dtype, tuple(a.shape), tuple(b.shape)))
+            (self.mask_products if self.in_masks else self.products).append(
+                (a.dtype, b.dtype, tuple(a.shape), tuple(b.shape)))
             return products(a, b)
+
+        def masks(obj, src_lists, tgt_flat, r0, r1, acc):
+            self.in_masks = True
+            try:
+                return masks_block(obj, src_lists, tgt_flat, r0, r1, acc)
+            finally:
+                self.in_masks = False
 
         def source(s, g, lists_block, inv, r0, r1, *rest):
             self.source_blocks.append((s, r0, r1))
@@ -681,6 +691,7 @@ class EngineLog:
 
         monkeypatch.setattr(eng._CKA, "__init__", cka_init)
         monkeypatch.setattr(eng._CKA, "block", cka_block)
+        monkeypatch.setattr(eng._Masks, "block", masks)
         monkeypatch.setattr(eng, "inner_products", inner)
         monkeypatch.setattr(eng, "_source_block", source)
         monkeypatch.setattr(eng, "block_neighbours", search)
@@ -727,6 +738,9 @@ def test_row_blocks_follow_max_bytes(monkeypatch, budget, dtype):
     # one kernel product per block and sigma (the stack holds a whole block here), made in the storage dtype
     assert [(a, c) for a, c, _, _ in log.products] == [(store, store)] * (2 * len(blocks))
     assert [sa for _, _, sa, _ in log.products] == [(S, (r1 - r0) * n) for r0, r1 in blocks for _ in range(2)]
+    # mutual_knn's counts: one float32 product of the 0/1 masks per block and k (the stack holds a block here)
+    assert log.mask_products == [(torch.float32, torch.float32, (S, (r1 - r0) * n), (T, (r1 - r0) * n))
+                                 for r0, r1 in blocks for _ in range(2)]
     for name in BLOCK_METRICS:
         want = _block_reference("readout", name)
         # float32 storage is the CKA kernels only: the neighbour metrics and CKNNA are float64 sums throughout

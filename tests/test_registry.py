@@ -188,11 +188,12 @@ def test_paper_config_dry_run_plans_every_model(tmp_path):
     counts = job_counts(dry.stdout)
     per_model = {"ingest": 4, "stimuli": 4, "features": n_models, "align": 4 * n_models, "aggregate": 2}
     assert {rule: counts[rule] for rule in per_model} == per_model
-    # the rest (split-half ceilings per subject; statistics, robustness, per-ROI scores, the lead-lag table,
-    # the metric-family table and its figure, figures, all: 31 jobs; no nulls) does not grow with the models
+    # the rest (brain summaries and split-half ceilings per subject; statistics, robustness, per-ROI scores, the
+    # lead-lag table, the metric-family table and its figure, figures, all: 35 jobs; no nulls) does not grow
+    # with the models
     assert "null" not in counts and counts["trajectory_leadlag"] == 1
-    assert counts["split_half_ceiling"] == 4 and counts["roi_scores"] == 2
-    assert counts["total"] - sum(per_model.values()) == 31 and counts["headline_by_metric"] == 1
+    assert counts["split_half_ceiling"] == 4 and counts["roi_scores"] == 2 and counts["brain_summary"] == 4
+    assert counts["total"] - sum(per_model.values()) == 35 and counts["headline_by_metric"] == 1
     assert seconds < 30, f"dry-run of the paper config took {seconds:.1f} s"
 
 
@@ -244,3 +245,30 @@ def test_a_small_release_leaves_out_the_neighbour_variants_it_cannot_define(demo
     proc = snakemake(work, "-n", "--config", "split=shared1000", "metrics=[cka_36,cycle_knn_60]", check=False)
     assert proc.returncode != 0 and "cycle_knn_60 needs more than 60 stimuli; subj01 (split shared1000) has 60" in \
         proc.stdout
+
+
+@pytest.mark.workflow
+def test_adding_a_model_builds_its_features_and_align_jobs_only(demo_run, tmp_path):
+    """A model added to a finished run: its features and its four align jobs, then the tables and what
+    reads them; no brain summary, no other model's features or align job. Then it really runs: the other
+    models' alignment files keep their bytes and mtimes, the new model's rows join the table."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(demo_run, work, symlinks=True)
+    registry = work / "config" / "models.yaml"
+    registry.write_text(registry.read_text() + "\nuser_cnn.seed7:\n  modality: vision\n  source: python\n"
+                        "  architecture: config/user_models.py:small_cnn\n  weights: random\n  seed: 7\n")
+    config = work / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("  - user_cnn ", "  - user_cnn.seed7\n  - user_cnn "))
+    proc = snakemake(work, "-n", "--cores", "2")
+    counts = job_counts(proc.stdout)
+    assert (counts["features"], counts["align"]) == (1, 4), counts
+    assert "brain_summary" not in counts and "ingest" not in counts and "user_cnn.seed7" in proc.stdout
+    before = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
+    snakemake(work, "--cores", "2", "results/tables/vision_all.parquet")
+    after = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
+    assert {p: after[p] for p in before} == before
+    assert sorted(p.parent.name for p in set(after) - set(before)) == ["subj01", "subj02", "subj05", "subj07"]
+    table = pd.read_parquet(work / "results/tables/vision_all.parquet", columns=["src_model"])
+    assert "user_cnn.seed7" in set(table["src_model"])

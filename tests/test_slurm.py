@@ -189,13 +189,14 @@ def test_demo_workflow_through_slurm_equals_local_run(demo_run, slurm_env, tmp_p
     proc = demo_snakemake(work, slurm_env, "--verbose", *CEILINGS)
     assert proc.returncode == 0, proc.stdout[-4000:]
     counts = job_counts(proc.stdout)
-    assert counts == {"ingest": 2, "features": 2, "align": TRIMMED_ALIGN, "aggregate": 2,
-                      "split_half_ceiling": 2, "total": 8 + TRIMMED_ALIGN}, counts
+    assert counts == {"ingest": 2, "brain_summary": 2, "features": 2, "align": TRIMMED_ALIGN, "aggregate": 2,
+                      "split_half_ceiling": 2, "total": 10 + TRIMMED_ALIGN}, counts
     calls = [line for line in proc.stdout.splitlines() if line.startswith("sbatch call:")]
-    gpu_rules = ("--comment rule_features", "--comment rule_align", "--comment rule_split_half_ceiling")
+    gpu_rules = ("--comment rule_features", "--comment rule_brain_summary", "--comment rule_align",
+                 "--comment rule_split_half_ceiling")
     gpu_calls = [c for c in calls if any(r in c for r in gpu_rules)]
     other_calls = [c for c in calls if c not in gpu_calls]
-    assert len(gpu_calls) == 4 + TRIMMED_ALIGN and len(other_calls) == 4, calls
+    assert len(gpu_calls) == 6 + TRIMMED_ALIGN and len(other_calls) == 4, calls
     assert all("--gpus=1" in c for c in gpu_calls), gpu_calls
     assert not any("--gpus" in c for c in other_calls), other_calls
     assert_trimmed_tables_equal(work, demo_run)

@@ -46,6 +46,7 @@ FIGURES = {  # rule -> one of its figure files (PNG; a PDF and a CSV sit beside 
     "figure_ceiling_map": "results/figures/brain_maps/noise_ceiling.png",
 }
 EXPECTED_JOBS = {"mini_nsd_stimuli": 1, "mini_nsd": 1, "stimuli": 4, "ingest": 4, "noise_ceiling": 4,
+                 "brain_summary": 4,
                  "train_mini_nsd_cnn": 1, "features": len(MODELS["vision"]) + len(MODELS["language"]) + 4,
                  "align": N_ALIGN, "null_stats": 2, "aggregate": 2, "check_table": 2,
                  "model_scores": 2, "correlation_stats": 1, "robustness": 1, "trajectory_leadlag": 1,

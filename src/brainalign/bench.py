@@ -201,14 +201,35 @@ def bench_extraction(device: str, n_images: int = 64, repeats: int = 3) -> None:
 
 
 def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: int = 12, k: int = 400,
-               kc: int = 50) -> dict[str, tuple[float, float, str]]:
+               kc: int = 50, summary: bool = False, mutual_ks: int = 6) -> dict[str, tuple[float, float, str]]:
     """FLOPs and bytes moved per phase of one all-27 job of the streaming engine.
 
     Returns ``{phase: (flops, bytes, precision)}``: Gram rows (float64, both passes), top-k
     (reading the Gram rows), distances, kernels (read distances, write, centre, two sums;
-    one exp an entry), the float32 CKA products, and the neighbour gathers.
+    one exp an entry), the float32 CKA products, and the neighbour gathers. ``summary``: the job
+    reads the ROIs' side from a brain summary (:mod:`brainalign.summary`): the ROIs' Gram rows
+    once (float32, for the kernel blocks), no top-k of theirs, mutual_knn as ``mutual_ks`` float32
+    products of the 0/1 masks (counted under products). With ``layers = 0`` and ``summary``: the
+    summary job itself (the ROIs' side alone, both passes, kernels' sums).
     """
     S, T, n2 = layers, rois, float(n) * n
+    if summary and S == 0:
+        return {
+            "inner products": (2 * n2 * 2 * T * voxels, 0.0, "fp64"),
+            "neighbours": (0.0, n2 * 8 * 2 * T, "fp64"),
+            "distances": (0.0, n2 * 40 * T, "fp64"),
+            "exp": (0.0, n2 * 32 * T * sigmas, "fp32"),
+        }
+    if summary:
+        return {
+            "inner products": (2 * n2 * 2 * S * dim, 0.0, "fp64"),
+            "roi inner products": (2 * n2 * T * voxels, 0.0, "fp32"),
+            "neighbours": (0.0, n2 * 8 * S, "fp64"),
+            "distances": (0.0, n2 * 40 * (S + T), "fp64"),
+            "exp": (0.0, n2 * 32 * (S + T) * sigmas, "fp32"),
+            "products": (2 * n2 * S * T * (sigmas + mutual_ks), n2 * 4 * (S + T) * mutual_ks * 2, "fp32"),
+            "neighbour metrics": (0.0, S * T * n * (k * 12 + kc * 3 * 24), "int"),
+        }
     return {
         "inner products": (2 * n2 * 2 * (S * dim + T * voxels), 0.0, "fp64"),
         "neighbours": (0.0, n2 * 8 * (S + 2 * T), "fp64"),
@@ -228,10 +249,13 @@ def h100_projection(counts: dict) -> dict[str, float]:
     return out
 
 
-def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_out: str | None = None) -> None:
+def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_out: str | None = None,
+              summary_out: str | None = None, brain_path: str | None = None, models: int = 1) -> None:
     """One (subject, model) job at paper size, features generated per representation on demand;
     ``metrics``: comma-separated names (:func:`brainalign.metrics.resolve_metrics`). ``json_out``:
-    also write wall time, peak RSS and phase seconds there."""
+    also write wall time, peak RSS and phase seconds there. ``summary_out``: compute the ROIs'
+    brain summary instead and write it there; ``brain_path``: the job reads that summary, for
+    ``models`` models of 12 layers at once."""
     import json
     import logging
     import resource
@@ -250,32 +274,42 @@ def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_o
                 size=(n, d)).astype(np.float32)
         return load
 
-    layers = [make(1 + i, c["dim"], 2.0) for i in range(c["layers"])]
+    layers = [make(1 + i + 10000 * m, c["dim"], 2.0) for m in range(models) for i in range(c["layers"])]
     rois = [make(1000 + i, c["voxels"], 4.0) for i in range(c["rois"])]
+    if summary_out:
+        summary_job(rois, device, max_bytes, metrics, summary_out, json_out)
+        return
+    brain = None
+    if brain_path:
+        from brainalign.summary import read_summary
+
+        brain = read_summary(brain_path)
     print(f"paper-size job on {device} ({torch.cuda.get_device_name(0) if device.startswith('cuda') else 'CPU'}, "
-          f"torch threads {torch.get_num_threads()}): n = {n}, {c['layers']} layers of d = {c['dim']}, "
-          f"{c['rois']} ROIs of v = {c['voxels']}, metrics {metrics}")
+          f"torch threads {torch.get_num_threads()}): n = {n}, {models} x {c['layers']} layers of d = {c['dim']}, "
+          f"{c['rois']} ROIs of v = {c['voxels']}, metrics {metrics}"
+          + (f", the ROIs' side read from {brain_path}" if brain else ""))
     stats: dict = {}
     _sync(device)
     t = time.perf_counter()
     out = score_matrices(layers, rois, metrics.split(","), device,
-                         max_bytes=int(max_bytes * 2**30) if max_bytes else None, stats=stats)
+                         max_bytes=int(max_bytes * 2**30) if max_bytes else None, stats=stats, brain=brain)
     _sync(device)
     wall = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert all(np.isfinite(m).all() for m in out.values())
-    print(f"wall {wall:.0f} s ({wall / 60:.1f} min), peak RSS {peak / 1e9:.2f} GB"
+    print(f"wall {wall:.0f} s ({wall / 60:.1f} min; {wall / models:.0f} s per model), peak RSS {peak / 1e9:.2f} GB"
           + (f", peak GPU memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB" if device.startswith("cuda")
              else ""))
     if json_out:
         with open(json_out, "w") as f:
-            json.dump({"metrics": metrics, "wall": wall, "peak_rss": peak, "seconds": stats["seconds"]}, f)
+            json.dump({"metrics": metrics, "wall": wall, "peak_rss": peak, "seconds": stats["seconds"],
+                       "models": models}, f)
     print(f"blocks of {stats['block_rows']} rows x {stats['blocks']} blocks x {stats['passes']} passes; "
           f"fixed {stats['fixed_bytes'] / 1e9:.2f} GB, {stats['bytes_per_row'] / 1e6:.1f} MB per row")
     if metrics != "all":
         print("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in stats["seconds"].items()))
         return
-    counts = job_counts(n, c["layers"], c["dim"], c["rois"], c["voxels"])
+    counts = job_counts(n, c["layers"] * models, c["dim"], c["rois"], c["voxels"], summary=brain is not None)
     proj = h100_projection(counts)
     print(f"{'phase':<20}{'measured s':>12}{'share':>8}{'GFLOP':>10}{'GB moved':>10}{'H100 s':>9}")
     secs = stats["seconds"]
@@ -287,11 +321,153 @@ def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_o
     print(f"H100 roofline for this job: {job_h100:.1f} s (peaks assumed: FP64 {H100['fp64_flops'] / 1e12:.0f} "
           f"TFLOP/s, FP32 {H100['fp32_flops'] / 1e12:.0f} TFLOP/s, HBM {H100['bytes_per_s'] / 1e12:.2f} TB/s; "
           "a lower bound)")
+    if brain is not None:
+        proj_pairs = sum(h100_projection(job_counts(n, 0, c["dim"], c["rois"], c["voxels"], summary=True)).values())
+        print(f"H100 roofline of the brain summary job (once per subject): {proj_pairs:.1f} s")
     total = 0.0
-    for models, depth in PAPER_ZOO:
-        total += models * 4 * sum(h100_projection(job_counts(n, depth, c["dim"], c["rois"], c["voxels"])).values())
-    print(f"paper workload (594 vision models of ~16 layers + 36 language models of ~30, x 4 subjects) "
-          f"at that roofline: {total / 3600:.2f} H100-hours")
+    for count, depth in PAPER_ZOO:
+        total += count * 4 * sum(h100_projection(job_counts(n, depth, c["dim"], c["rois"], c["voxels"],
+                                                            summary=brain is not None)).values())
+    if brain is not None:
+        total += 4 * proj_pairs
+    print("paper workload (594 vision models of ~16 layers + 36 language models of ~30, x 4 subjects"
+          + (", + 4 brain summaries" if brain is not None else "")
+          + f") at that roofline: {total / 3600:.2f} H100-hours")
+
+
+def summary_job(rois, device: str, max_bytes: float | None, metrics: str, out: str, json_out: str | None) -> None:
+    """The brain summary of the paper-size ROIs: wall time, peak RSS, size on disk."""
+    import json
+    import os
+    import resource
+
+    from brainalign.summary import compute_summary, write_summary
+
+    _sync(device)
+    t = time.perf_counter()
+    summ = compute_summary(rois, metrics.split(","), device, max_bytes=int(max_bytes * 2**30) if max_bytes else None)
+    write_summary(summ, out)
+    _sync(device)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    size = os.path.getsize(out)
+    print(f"brain summary of {len(rois)} ROIs: wall {wall:.0f} s, peak RSS {peak / 1e9:.2f} GB, "
+          f"{size / 1e9:.2f} GB on disk")
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"wall": wall, "peak_rss": peak, "bytes": size}, f)
+
+
+def paper_reuse(device: str, max_bytes: float | None, models: int) -> None:
+    """The brain summary job, then the align job of ``models`` model(s) reading it, each in a fresh
+    process (so each peak RSS is its own); prints both and the time per model."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    extra = ["--max-bytes", str(max_bytes)] if max_bytes else []
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {}
+        for label, args in (("summary", ["--summary-out", f"{tmp}/summary.h5"]),
+                            ("align", ["--brain", f"{tmp}/summary.h5", "--models", str(models)])):
+            cmd = [sys.executable, "-m", "brainalign.bench", "--paper-job", "--device", device, "--json",
+                   f"{tmp}/{label}.json"] + args + extra
+            print(f"\n=== {label}: {' '.join(cmd[1:])}", flush=True)
+            subprocess.run(cmd, check=True)
+            with open(f"{tmp}/{label}.json") as f:
+                runs[label] = json.load(f)
+    s, a = runs["summary"], runs["align"]
+    print(f"\n{'job':<36}{'wall s':>9}{'peak RSS GB':>13}")
+    print(f"{'brain summary (once per subject)':<36}{s['wall']:>9.0f}{s['peak_rss'] / 1e9:>13.2f}   "
+          f"{s['bytes'] / 1e9:.2f} GB on disk")
+    print(f"{f'align, {models} model(s) in one job':<36}{a['wall']:>9.0f}{a['peak_rss'] / 1e9:>13.2f}   "
+          f"{a['wall'] / models:.0f} s per model")
+    print("align phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in a["seconds"].items()))
+
+
+DEPTH_JOB = {"n": 2000, "layers": 81, "dim": 8192, "rois": 180, "voxels": 200, "budget_gib": 4.0}
+
+
+def _depth_rois():
+    c = DEPTH_JOB
+    rng = np.random.default_rng(7)
+    latent = rng.normal(size=(c["n"], 64)).astype(np.float32)
+    return latent, [(latent @ rng.normal(size=(64, c["voxels"])).astype(np.float32)
+                     + 4 * rng.normal(size=(c["n"], c["voxels"])).astype(np.float32)) for _ in range(c["rois"])]
+
+
+def depth(device: str) -> None:
+    """A 70B-class model's depth within the budget: 81 layers of 8,192 at n = 2,000 (10.6 GB of float64
+    z-scores), read from an HDF5 features file as the align job reads it, against 180 ROIs of 200 through
+    their brain summary, all 27 metrics: once under a 4 GiB budget, once unlimited, each in a fresh
+    process; prints wall time, peak RSS and the source groups of each, and whether the scores are equal."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    import h5py
+
+    from brainalign.summary import compute_summary, write_summary
+
+    c = DEPTH_JOB
+    with tempfile.TemporaryDirectory() as tmp:
+        latent, rois = _depth_rois()
+        t = time.perf_counter()
+        with h5py.File(f"{tmp}/features.h5", "w") as f:
+            rng = np.random.default_rng(8)
+            for i in range(c["layers"]):
+                f[f"layer/{i}"] = (latent @ rng.normal(size=(64, c["dim"])).astype(np.float32)
+                                   + 2 * rng.normal(size=(c["n"], c["dim"])).astype(np.float32))
+        write_summary(compute_summary(rois, "all", device), f"{tmp}/summary.h5")
+        del rois
+        zbytes = 8 * c["n"] * c["layers"] * c["dim"]
+        print(f"depth: n = {c['n']}, {c['layers']} layers of {c['dim']} ({zbytes / 1e9:.1f} "
+              f"GB of float64 z-scores), {c['rois']} ROIs of {c['voxels']}, all 27; features and brain summary "
+              f"written in {time.perf_counter() - t:.0f} s", flush=True)
+        runs = {}
+        for label, gib in (("budget", c["budget_gib"]), ("unlimited", 24.0)):
+            cmd = [sys.executable, "-m", "brainalign.bench", "--depth-run", tmp, "--device", device,
+                   "--max-bytes", str(gib), "--json", f"{tmp}/{label}.json"]
+            subprocess.run(cmd, check=True)
+            with open(f"{tmp}/{label}.json") as f:
+                runs[label] = json.load(f)
+        a, b = (np.load(f"{tmp}/{label}.npz") for label in ("budget", "unlimited"))
+        worst = max(float(np.nanmax(np.abs(a[k] - b[k]))) for k in a.files)
+        counts = all(np.array_equal(a[k], b[k]) for k in a.files if "knn" in k)
+    print(f"\n{'run':<22}{'budget GiB':>11}{'groups':>8}{'wall s':>9}{'peak RSS GB':>13}{'limit GB':>10}")
+    for label, r in runs.items():
+        limit = r["budget"] + 1.5e9 if label == "budget" else float("nan")
+        print(f"{label:<22}{r['budget'] / 2**30:>11.1f}{r['groups']:>8}{r['wall']:>9.0f}{r['peak'] / 1e9:>13.2f}"
+              f"{limit / 1e9:>10.2f}")
+    print(f"scores under the budget vs unlimited: largest difference {worst:.1e}, neighbour counts "
+          + ("identical" if counts else "DIFFERENT"))
+
+
+def depth_run(tmp: str, device: str, max_bytes: float, json_out: str) -> None:
+    """One run of :func:`depth` (a fresh process): loaders on the features file, the summary read."""
+    import json
+
+    import h5py
+
+    from brainalign.io import h5_loader, proc_bytes
+    from brainalign.summary import read_summary
+
+    c = DEPTH_JOB
+    _, rois = _depth_rois()
+    with h5py.File(f"{tmp}/features.h5", "r") as f:
+        keys = sorted(f["layer"], key=int)
+    layers = [h5_loader(f"{tmp}/features.h5", f"layer/{k}") for k in keys]
+    brain = read_summary(f"{tmp}/summary.h5")
+    stats: dict = {}
+    t = time.perf_counter()
+    out = score_matrices(layers, rois, "all", device, max_bytes=int(max_bytes * 2**30), stats=stats, brain=brain)
+    wall = time.perf_counter() - t
+    np.savez(json_out.replace(".json", ".npz"), **out)
+    with open(json_out, "w") as f:
+        json.dump({"wall": wall, "peak": proc_bytes("VmHWM"), "groups": stats["source_groups"],
+                   "budget": int(max_bytes * 2**30), "n": c["n"]}, f)
 
 
 FAMILY_SETS = [  # (label, metrics) of --paper-job --families
@@ -367,18 +543,36 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--voxels", type=int, default=500)
     ap.add_argument("--pairs", type=int, default=2, help="pairs timed with the per-pair baseline")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--models", type=int, default=8, help="models sharing one brain summary (and one job)")
     ap.add_argument("--only", choices=["alignment", "extraction"], help="run one part only")
     ap.add_argument("--paper-job", action="store_true", help="time one whole job at paper size")
     ap.add_argument("--max-bytes", type=float, help="engine memory budget in GiB (default: the engine's)")
     ap.add_argument("--metrics", default="all", help="--paper-job: comma-separated metric names (default all)")
     ap.add_argument("--families", action="store_true", help="--paper-job once per metric family set, side by side")
     ap.add_argument("--json", help=argparse.SUPPRESS)
+    ap.add_argument("--reuse", action="store_true",
+                    help="--paper-job: the brain summary job, then an align job reading it (--models of them)")
+    ap.add_argument("--summary-out", help=argparse.SUPPRESS)
+    ap.add_argument("--depth", action="store_true",
+                    help="81 layers of 8,192 at n = 2,000 under a 4 GiB budget vs unlimited (fresh processes)")
+    ap.add_argument("--depth-run", help=argparse.SUPPRESS)
+    ap.add_argument("--brain", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.paper_job and a.families:
         paper_families(a.device, a.max_bytes)
         return
+    if a.depth:
+        depth(a.device)
+        return
+    if a.depth_run:
+        depth_run(a.depth_run, a.device, a.max_bytes, a.json)
+        return
+    if a.paper_job and a.reuse:
+        paper_reuse(a.device, a.max_bytes, a.models)
+        return
     if a.paper_job:
-        paper_job(a.device, a.max_bytes, a.metrics, a.json)
+        paper_job(a.device, a.max_bytes, a.metrics, a.json, a.summary_out, a.brain,
+                  a.models if a.brain else 1)
         return
 
     if a.only != "alignment":
@@ -409,7 +603,39 @@ def main(argv: list[str] | None = None) -> None:
         rows[family] = (eng, base)
         print(f"{family:<12}{len(names):>9}{eng:>14.3f}{eng_meas:>15.2e}{base:>17.2e}{base / eng_meas:>9.0f}x")
 
+    if not a.skip_baseline:
+        amortised(layers, rois, rows["all 27"][1], pairs, dev, a.models)
     print("\na whole job at paper size, measured: python -m brainalign.bench --paper-job [--device cuda]")
+
+
+def amortised(layers, rois, base: float, pairs: int, device: str, models: int) -> None:
+    """All 27 with the ROIs' side computed once (:mod:`brainalign.summary`) and reused: per measurement,
+    the summary's time shared by 1 model and by ``models`` models (scored in one job of
+    ``models`` x the layers), against the per-pair baseline ``base`` (seconds per measurement)."""
+    from brainalign.metrics import resolve_metrics
+    from brainalign.summary import compute_summary
+
+    names = [s.name for s in resolve_metrics("all")]
+    _sync(device)
+    t = time.perf_counter()
+    summary = compute_summary(rois, names, device)
+    _sync(device)
+    ts = time.perf_counter() - t
+    meas = pairs * len(names)
+    print(f"\nthe brain summary of the {len(rois)} ROIs (once per subject): {ts:.2f} s, "
+          f"{summary.nbytes() / 1e6:.0f} MB")
+    print(f"{'all 27, summaries reused':<34}{'job s':>8}{'s/model':>9}{'engine s/meas':>15}"
+          f"{'per-pair s/meas':>17}{'ratio':>10}")
+    for m in (1, models):
+        _sync(device)
+        t = time.perf_counter()
+        score_matrices(layers * m, rois, names, device, brain=summary)
+        _sync(device)
+        job = time.perf_counter() - t
+        per_model = (ts + job) / m
+        eng = per_model / meas
+        print(f"{f'amortised over {m} model(s), 1 job':<34}{job:>8.2f}{per_model:>9.2f}{eng:>15.2e}"
+              f"{base:>17.2e}{base / eng:>9.0f}x")
 
 if __name__ == "__main__":
     main()

@@ -189,13 +189,21 @@ class Rep:
     constant: bool = False  # the same value for every stimulus (a blank parcel, a dead layer)
 
 
-def prepare(x, device) -> Rep:
-    """z-score (unbiased std, eps 1e-8) in float64 on ``device``."""
+def prepare(x, device, single: bool = False) -> Rep:
+    """z-score (unbiased std, eps 1e-8) in float64 on ``device``; with ``single``, the z-scores
+    are then held in float32 (a target whose neighbour lists and sums come from a brain summary
+    only feeds float32 kernel blocks), squared norms still in float64."""
     import torch
 
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).to(device=device, dtype=torch.float64)
     z = (x - x.mean(0, keepdim=True)) / (x.std(0, keepdim=True) + 1e-8)
     del x
+    if single:
+        z = z.float()
+        sq = (z.double() ** 2).sum(1)
+        top = float(sq.max())
+        return Rep(z=z, sq=sq, scale=max(top, float(torch.finfo(torch.float64).tiny)) * TIE_TOLERANCE,
+                   constant=top == 0.0)
     sq = (z * z).sum(1)
     # |<zi, zj>| <= max_i |zi|^2, reached on the diagonal
     top = float(sq.max())
@@ -271,24 +279,30 @@ class _Clock:
         self.t = now
 
 
-def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int) -> tuple[int, int]:
+def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool = False) -> tuple[int, int]:
     """Bytes the job holds whatever the block size (lists, their inverses, per-row sums), and
-    bytes per block row (Gram rows, distances, kernels, neighbour gathers)."""
+    bytes per block row (Gram rows, distances, kernels, neighbour gathers). ``summary``: the
+    targets' side comes from a brain summary (their lists are read block by block)."""
     idx = 2 if n <= 32767 else 4
     n_sig = len(plan.kernels)
     fixed = 0
     if plan.k_max:
         fixed += S * n * plan.k_max * (2 * idx + 2) + S * (n + 1) * 8  # source lists + inverse
     if plan.k_cknna:
-        fixed += T * n * plan.k_cknna * (2 * idx + 2) + T * (n + 1) * 8
+        fixed += T * n * plan.k_cknna * ((idx + 2) if summary else (2 * idx + 2)) + T * (n + 1) * 8
     fixed += (S + T) * n_sig * n * 2 * itemsize  # row sums and centring estimates
     fixed += (S + T) * n * 8 * 3 + (64 << 20)  # squared norms, row means and norms, slack for small tensors
     per_row = 3 * n * 8  # one Gram row block, a float64 scratch, the top-k scratch
+    if summary:
+        per_row += n * 4  # the targets' float32 Gram rows
     if n_sig:
         per_row += (S + T) * n * itemsize  # distances of every representation
         if any(kind == "rsa" for _, kind, _ in plan.kernels):
             per_row += (S + T) * n * itemsize  # and their pattern correlations
         fixed += _CKA.STACK_BYTES + (S + T) * n * itemsize  # the kernel stack (at least one row)
+    if plan.mutual:  # the masks' stack (at least one row), every representation's lists of the block (int64)
+        fixed += _CKA.STACK_BYTES + (S + T) * n * 4
+        per_row += (2 * S + T) * plan.k_max * 8
     if plan.k_max:
         # target lists (int64), two int16 gathers and two int16 scratch per (target, rank), dense ranks
         per_row += T * plan.k_max * (8 + 8 + 8) + 4 * n * 2
@@ -299,9 +313,11 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int) -> tuple[int,
 
 def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | None, dtype: str,
         stats: dict | None, default_budget: Callable, encoding: dict | None = None,
-        voxel_ceilings: Sequence | None = None) -> dict[str, np.ndarray]:
+        voxel_ceilings: Sequence | None = None, brain=None) -> dict[str, np.ndarray]:
     """Scores of every (source, target) pair for each metric spec, see :func:`score_matrices`
-    (``default_budget(device)`` gives the budget when ``max_bytes`` is None)."""
+    (``default_budget(device)`` gives the budget when ``max_bytes`` is None). ``brain``: the
+    targets' :class:`brainalign.summary.BrainSummary`, whose lists and sums replace the targets'
+    side of the passes."""
     import torch
 
     plan = Plan.of(specs)
@@ -310,13 +326,18 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     clock = _Clock(st, device, stats is not None)
     if max_bytes is None:
         max_bytes = default_budget(device)
+    # with a summary, the targets only feed kernel blocks: float32 z-scores are enough (ridge and
+    # rsa_spearman read them too, and want float64)
+    single = brain is not None and store == torch.float32 and not plan.ridge and not plan.rsa_spearman
     tgt = []
     for x in targets:
-        tgt.append(prepare(x() if callable(x) else x, device))
+        tgt.append(prepare(x() if callable(x) else x, device, single=single))
         release_memory()  # the raw copy and the temporaries would stay resident between the z's
     if not sources or not tgt:
         raise ValueError("align needs at least one source and one target representation")
     n = tgt[0].z.shape[0]
+    if brain is not None:
+        brain.check(plan, n, [r.z for r in tgt])
     groups, work_bytes = source_groups([_width(x) for x in sources], n, max_bytes)
     st.source_groups = len(groups)
     if len(groups) > 1:
@@ -329,7 +350,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
         for i in group:
             src.append(prepare(sources[i]() if callable(sources[i]) else sources[i], device))
             release_memory()
-        part = _score(src, tgt, plan, n, device, work_bytes, store, st, clock, encoding, voxel_ceilings)
+        part = _score(src, tgt, plan, n, device, work_bytes, store, st, clock, encoding, voxel_ceilings, brain)
         dead_s += [group[0] + i for i, r in enumerate(src) if r.constant]
         parts.append(part)
         del src
@@ -382,7 +403,7 @@ def source_groups(widths: Sequence[int | None], n: int, max_bytes: int) -> tuple
 
 
 def _score(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes: int, store, st: Stats,
-           clock: _Clock, encoding: dict | None, voxel_ceilings) -> dict[str, np.ndarray]:
+           clock: _Clock, encoding: dict | None, voxel_ceilings, brain=None) -> dict[str, np.ndarray]:
     """Every metric of ``plan`` for one group of sources against every target (z-scored reps)."""
     for name, r in [("source", a) for a in src] + [("target", b) for b in tgt]:
         if r.z.ndim != 2 or r.z.shape[0] != n:
@@ -396,7 +417,7 @@ def _score(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     clock.lap("z-score")
     out: dict[str, np.ndarray] = {}
     if plan.plane:
-        out.update(_plane(src, tgt, plan, n, device, max_bytes, store, st, clock))
+        out.update(_plane(src, tgt, plan, n, device, max_bytes, store, st, clock, brain=brain))
     if "ridge_nc" in plan.ridge and voxel_ceilings is None:
         raise ValueError("ridge_nc needs each target voxel's noise ceiling (voxel_ceilings); without them use ridge")
     if plan.ridge:
@@ -416,12 +437,18 @@ def _score(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
 
 
 def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes: int, store, st: Stats,
-           clock: _Clock) -> dict[str, np.ndarray]:
-    """The streaming passes over the stimulus plane: every kernel and neighbour metric."""
+           clock: _Clock, brain=None, capture: Callable | None = None) -> dict[str, np.ndarray]:
+    """The streaming passes over the stimulus plane: every kernel and neighbour metric.
+
+    ``brain`` (a :class:`brainalign.summary.BrainSummary` of ``tgt``): the targets' neighbour
+    lists, their Gram values there, their CKNNA self sums and their kernels' centring, row sums
+    and self products are read from it instead of computed; the targets' Gram rows are then formed
+    for the kernel blocks only. ``capture(r0, r1, blk)`` sees each row block's targets' side
+    (:class:`_TargetBlock`, after ``finish``): how a summary is computed."""
     import torch
 
     S, T = len(src), len(tgt)
-    fixed, per_row = memory_plan(n, S, T, plan, store.itemsize)
+    fixed, per_row = memory_plan(n, S, T, plan, store.itemsize, summary=brain is not None)
     b = int(max(1, min(n, (max_bytes - fixed) // per_row)))
     if fixed + per_row > max_bytes:
         log.warning("memory budget %.2f GB is below this job's fixed need %.2f GB + one row %.3f GB; "
@@ -432,16 +459,26 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     # ---------------------------------------------------------------- pass 1: neighbour lists
     src_lists = tgt_lists = src_inv = tgt_inv = None
     gbuf = torch.empty(b, n, dtype=torch.float64, device=device)
+    single = bool(tgt) and tgt[0].z.dtype != torch.float64
+    g32 = torch.empty(b, n, dtype=tgt[0].z.dtype, device=device) if single else None
+    if brain is not None:
+        tgt_lists, tgt_inv = [], []
+        if plan.k_cknna:  # the targets' CKNNA lists, inverted for "is i among j's neighbours"
+            for t in range(T):
+                tgt_inv.append(Inverse.of(torch.as_tensor(brain.cknna_lists(t, plan.k_cknna)).to(device)))
+            release_memory()
     if plan.k_max:
         st.passes += 1
         progress = Progress(st.blocks, "alignment pass 1 (neighbour lists)", "row blocks")
         cdt = index_dtype(n)
         src_lists = [torch.empty(n, plan.k_max, dtype=cdt, device=device) for _ in src]
-        tgt_lists = [torch.empty(n, plan.k_cknna, dtype=cdt, device=device) for _ in tgt] if plan.k_cknna else []
+        tgt_lists = ([torch.empty(n, plan.k_cknna, dtype=cdt, device=device) for _ in tgt]
+                     if plan.k_cknna and brain is None else [])
         for r0 in range(0, n, b):
             r1 = min(n, r0 + b)
             g = gbuf[: r1 - r0]
-            for reps, lists, k in ((src, src_lists, plan.k_max), (tgt, tgt_lists, plan.k_cknna)):
+            mine = tgt if brain is None else []  # a summary holds the targets' lists
+            for reps, lists, k in ((src, src_lists, plan.k_max), (mine, tgt_lists, plan.k_cknna)):
                 for rep, out in zip(reps, lists, strict=False):  # no target lists without CKNNA
                     torch.mm(rep.z[r0:r1], rep.z.T, out=g)
                     clock.lap("gram")
@@ -449,8 +486,9 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
                     clock.lap("neighbours")
             release_memory()
             progress.step()
-        src_inv, tgt_inv = [], []
-        for lists, inv in ((src_lists, src_inv), (tgt_lists, tgt_inv)):
+        src_inv = []
+        tgt_inv = [] if brain is None else tgt_inv
+        for lists, inv in ((src_lists, src_inv), (tgt_lists if brain is None else [], tgt_inv)):
             for x in lists:
                 inv.append(Inverse.of(x))
                 release_memory()  # the int64 temporaries would stay resident between the small results
@@ -460,7 +498,8 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     st.passes += 1
     progress = Progress(st.blocks, f"alignment pass {st.passes} (metrics)", "row blocks")
     acc = _Accumulators(plan, S, T, n, device)
-    cka = _CKA(plan, src + tgt, S, n, b, store, device) if plan.kernels else None
+    cka = _CKA(plan, src + tgt, S, n, b, store, device, brain) if plan.kernels else None
+    masks = _Masks(plan, S, T, n, b, device) if plan.mutual and S else None
     clock.lap("exp")
     tmp = torch.empty(b, n, dtype=torch.float64, device=device) if cka else None
     for r0 in range(0, n, b):
@@ -469,31 +508,52 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
         g = gbuf[:bb]
         blk = _TargetBlock(plan, T, bb) if plan.k_max else None
         for t, rep in enumerate(tgt):
-            torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+            if brain is not None and not cka:
+                break  # nothing of the targets' Gram rows is needed
+            if single:
+                torch.mm(rep.z[r0:r1], rep.z.T, out=g32[:bb])
+                g.copy_(g32[:bb])
+            else:
+                torch.mm(rep.z[r0:r1], rep.z.T, out=g)
             clock.lap("gram")
             if cka:
                 cka.distances(S + t, g, rep, r0, r1, tmp[:bb])
                 clock.lap("distances")
-            if plan.k_max:
+            if plan.k_max and brain is None:
                 blk.add(t, g, rep, r0, r1, tgt_lists[t] if plan.k_cknna else None,
                         tgt_inv[t] if plan.k_cknna else None, shift, acc)
                 clock.lap("neighbours")
         if plan.k_max:
-            blk.finish()
+            if brain is None:
+                blk.finish()
+            else:
+                blk.load(brain, r0, r1, tgt_inv, device)
+                clock.lap("neighbours")
+            if capture is not None:
+                capture(r0, r1, blk)
         for s, rep in enumerate(src):
-            torch.mm(rep.z[r0:r1], rep.z.T, out=g)
-            clock.lap("gram")
+            if cka or plan.cknna:  # mutual and cycle need the lists only
+                torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+                clock.lap("gram")
             if cka:
                 cka.distances(s, g, rep, r0, r1, tmp[:bb])
                 clock.lap("distances")
-            if plan.k_max:
+            if plan.cycle or plan.cknna:
                 _source_block(s, g, src_lists[s][r0:r1], src_inv[s], r0, r1, blk, plan, acc, n)
                 clock.lap("neighbour metrics")
+        if masks is not None:
+            masks.block([x[r0:r1] for x in src_lists], blk.flat, r0, r1, acc)
+            clock.lap("neighbour metrics")
         del blk
         if cka:
             cka.block(r0, r1, clock)
         release_memory()
         progress.step()
+    if brain is not None:
+        for name, _ in plan.cknna:
+            acc.self_tgt[name] = torch.as_tensor(brain.cknna_self[name], device=device)
+    if capture is not None:
+        capture(None, None, (acc, cka))
     out = acc.scores(n)
     if cka:
         out.update(cka.scores())
@@ -526,10 +586,12 @@ class _CKA:
     # their stack stays in cache between being written and being multiplied
     STACK_BYTES = 32 << 20
 
-    def __init__(self, plan: Plan, reps: list[Rep], S: int, n: int, b: int, store, device):
+    def __init__(self, plan: Plan, reps: list[Rep], S: int, n: int, b: int, store, device, brain=None):
         import torch
 
         self.plan, self.S, self.n, self.store = plan, S, n, store
+        # with a brain summary the targets' centring, row sums and self products are read, not summed
+        self.own = S if brain is not None else len(reps)
         R, n_ker = len(reps), len(plan.kernels)
         self.d2 = torch.empty(R, b, n, dtype=store, device=device)
         self.rows = self.stack_rows(R, n, b, store.itemsize)
@@ -560,6 +622,18 @@ class _CKA:
         self.a = torch.zeros(n_ker, R, n, dtype=store, device=device)
         self.c = torch.zeros(n_ker, R, 1, 1, dtype=store, device=device)
         for r, rep in enumerate(reps):
+            if r >= self.own:
+                t = r - S
+                for i, (_, kind, sigma) in enumerate(plan.kernels):
+                    j = brain.kernel_index(kind, sigma)
+                    self.c[i, r] = float(brain.kernel_c[j][t])
+                    if kind != "rsa":
+                        self.a[i, r] = torch.as_tensor(brain.kernel_a[j, t], device=device)
+                        self.rowsum[i, r] = torch.as_tensor(brain.rowsum[j, t], device=device)
+                    self.self_prod[i, r] = float(brain.self_prod[j][t])
+                    if kind == "rsa":
+                        self.rowsum[i, r] = torch.as_tensor(brain.rowsum[j, t], device=device)
+                continue
             g = rep.z @ rep.z[cols].T
             d2 = (rep.sq[:, None] + rep.sq[cols][None, :] - 2.0 * g).clamp_min_(0)
             for i, (_, kind, sigma) in enumerate(plan.kernels):
@@ -571,10 +645,12 @@ class _CKA:
                     corr = (g - self.mean_d[r][:, None] * self.mean_d[r][cols][None, :])
                     corr *= self.inv_norm[r][:, None] * self.inv_norm[r][cols][None, :]
                     self.c[i, r] = corr.mean()
-                    self.rsa_shift = self.c[i].double()
                     continue
                 self.a[i, r] = a
                 self.c[i, r] = a.mean()
+        for i, (_, kind, _) in enumerate(plan.kernels):
+            if kind == "rsa":
+                self.rsa_shift = self.c[i].double()
 
     @classmethod
     def stack_rows(cls, R: int, n: int, b: int, itemsize: int) -> int:
@@ -621,8 +697,9 @@ class _CKA:
             d2 = self.d2[:, q0 - r0 : q1 - r0]
             for i, (_, kind, sigma) in enumerate(self.plan.kernels):
                 self._kernel(i, kind, sigma, d2, k, q0, q1, r0)
-                self.rowsum[i, :, q0:q1] = k.sum(2)
-                self.self_prod[i] += _sq_norms(k)
+                own = k[: self.own]
+                self.rowsum[i, : self.own, q0:q1] = own.sum(2)
+                self.self_prod[i, : self.own] += _sq_norms(own)
                 clock.lap("exp")
                 self.prod[i] += inner_products(flat[:S], flat[S:])
                 clock.lap("products")
@@ -656,6 +733,49 @@ def _sq_norms(k):
 
 
 # ----------------------------------------------------------------------------- neighbour metrics
+
+
+class _Masks:
+    """mutual_knn as matrix products: the count of pair (s, t) at k is ``<A_s, A_t>``, the inner
+    product over the stimulus plane of the two k-NN masks (``A[i, j] = 1`` when j is among i's k
+    nearest neighbours). Per few rows, every representation's 0/1 mask is formed (float32) and all
+    (source, target) counts are one product of the stacked flattened masks, as CKA's kernel
+    products are. Exact: float32 sums of 0/1 products are integers below 2^24 within each
+    :data:`ACCUMULATE_BLOCK` of columns, summed in float64 after."""
+
+    def __init__(self, plan: Plan, S: int, T: int, n: int, b: int, device):
+        import torch
+
+        self.plan, self.S, self.n = plan, S, n
+        self.rows = _CKA.stack_rows(S + T, n, b, 4)
+        self.stack = torch.zeros(S + T, self.rows * n, dtype=torch.float32, device=device)
+        self.ones = torch.ones(1, dtype=torch.float32, device=device)
+        self.zeros = torch.zeros(1, dtype=torch.float32, device=device)
+
+    def block(self, src_lists: list, tgt_flat, r0: int, r1: int, acc: _Accumulators) -> None:
+        """Add rows [r0, r1): ``src_lists`` each source's lists of the rows (b, k_max),
+        ``tgt_flat`` (b, T * k_max) the targets' (as :meth:`_TargetBlock.finish` stacks them)."""
+        import torch
+
+        S, n, k = self.S, self.n, self.plan.k_max
+        b = r1 - r0
+        lists = torch.cat([torch.stack(src_lists).long(), tgt_flat.view(b, -1, k).transpose(0, 1)])  # (R, b, k)
+        for q0 in range(0, b, self.rows):
+            q1 = min(b, q0 + self.rows)
+            m = q1 - q0
+            flat = self.stack[:, : m * n]
+            view = flat.view(-1, m, n)
+            # the masks are nested: each k adds the ranks [previous k, k) to the last one; the stack is
+            # all zeros between chunks (the ones set are cleared at the end), so it is never zeroed whole
+            done = 0
+            for name, km in sorted(self.plan.mutual, key=lambda x: x[1]):
+                if km > done:
+                    idx = lists[:, q0:q1, done:km]
+                    view.scatter_(2, idx, self.ones.expand(idx.shape))
+                    done = km
+                acc.mutual[name] += torch.round(inner_products(flat[:S], flat[S:])).long()
+            idx = lists[:, q0:q1, :done]
+            view.scatter_(2, idx, self.zeros.expand(idx.shape))
 
 
 class _Accumulators:
@@ -696,7 +816,7 @@ def _self_cknna(acc: dict, which: int, g, lists_block, entries, back_dense, plan
     import torch
 
     local, cols, ranks = entries
-    kvals = g[local, cols]  # K_ji = K_ij for the stimuli i whose lists hold block row j
+    kvals = torch.take(g, local * g.shape[1] + cols)  # K_ji = K_ij for the stimuli i whose lists hold block row j
     for name, k in plan.cknna:
         idx = lists_block[:, :k].long()
         kv = g.gather(1, idx)
@@ -736,6 +856,37 @@ class _TargetBlock:
         if plan.mutual or plan.cycle:
             self.lists[t] = block_neighbours(g, r0, plan.k_max, rep.scale, shift)  # overwrites g
 
+    def ent_flat(self, n: int):
+        """The inverse entries' flat positions in a (b, n) block, computed once per block."""
+        if getattr(self, "_ent_flat", None) is None:
+            self._ent_flat = self.ent_local * n + self.ent_cols
+        return self._ent_flat
+
+    def load(self, brain, r0: int, r1: int, inv: list, device) -> None:
+        """The block's targets' side from a brain summary, as :meth:`finish` leaves it."""
+        import torch
+
+        plan, b, T = self.plan, r1 - r0, self.T
+        if plan.mutual or plan.cycle:
+            self.flat = torch.as_tensor(brain.lists_block(r0, r1, plan.k_max), device=device).long().reshape(b, -1)
+        self.lists = None
+        if plan.k_cknna:
+            kc = plan.k_cknna
+            own = torch.as_tensor(brain.cknna_block(r0, r1, kc), device=device).long()  # (b, T, kc)
+            self.flat_c = own.reshape(b, -1)
+            self.vals_c = torch.as_tensor(brain.vals_block(r0, r1, kc), device=device)
+            backs, entries = [], []
+            for t in range(T):
+                e = inv[t].block(r0, r1)
+                backs.append(dense_inverse_ranks(e, b, brain.n).gather(1, own[:, t]))
+                entries.append(e)
+            self.back_c = torch.stack(backs, 1)
+            local, cols, ranks = zip(*entries, strict=True)
+            tid = torch.cat([torch.full_like(x, t) for t, x in enumerate(local)])
+            self.ent_slot = tid * b + torch.cat(local)
+            self.ent_local, self.ent_cols, self.ent_ranks = torch.cat(local), torch.cat(cols), torch.cat(ranks)
+        self.cknna_lists = self.cknna_vals = self.cknna_back = self.entries = None
+
     def finish(self) -> None:
         """Stack the per-target pieces: (b, T * k) index matrices for one gather per source."""
         import torch
@@ -767,39 +918,41 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
     import torch
 
     b, T = r1 - r0, blk.T
-    fwd = dense_ranks(lists_block, n)
+    fwd = dense_ranks(lists_block, n) if plan.k_cknna else None
     entries = inv.block(r0, r1)
     back = dense_inverse_ranks(entries, b, n)
-    if plan.mutual or plan.cycle:
+    if plan.cycle:  # (mutual_knn: see _Masks)
         k = plan.k_max
         pos = torch.arange(k, dtype=torch.int16, device=g.device)
-        if plan.mutual:
-            worst = torch.maximum(fwd.gather(1, blk.flat).view(b, T, k), pos)
-            for name, km in plan.mutual:  # (counting bytes is much faster than counting bools)
-                acc.mutual[name][s] += (worst[:, :, :km] < km).view(torch.uint8).sum(2, dtype=torch.int32).sum(0)
-            del worst
-        if plan.cycle:
-            first = torch.maximum(back.gather(1, blk.flat).view(b, T, k), pos).amin(2)  # (b, T)
-            for name, kc in plan.cycle:
-                acc.cycle[name][s] += (first < kc).sum(0)
-            del first
+        first = torch.maximum(back.gather(1, blk.flat).view(b, T, k), pos).amin(2)  # (b, T)
+        for name, kc in plan.cycle:
+            acc.cycle[name][s] += (first < kc).sum(0)
+        del first
     if plan.k_cknna:
         kc_max = plan.k_cknna
         rx = fwd.gather(1, blk.flat_c).view(b, T, kc_max)
         rt = back.gather(1, blk.flat_c).view(b, T, kc_max)
         kv_all = g.gather(1, blk.flat_c).view(b, T, kc_max)
-        rx_e = back[blk.ent_local, blk.ent_cols]  # rank of j in X's list of i, for Y's inverse entries
-        k_e = g[blk.ent_local, blk.ent_cols]  # K_ji
+        ent = blk.ent_flat(n)
+        # for Y's inverse entries (j in the block, i with j in Y's list of i): max of j's rank in
+        # Y's list of i and in X's list of i, and K_ji
+        worst_e = torch.maximum(torch.take(back, ent), blk.ent_ranks)
+        k_e = torch.take(g, ent)
+        rt = torch.maximum(rt, blk.back_c)
         for name, k in plan.cknna:
             mij = rx[:, :, :k] < k
-            mji = (rt[:, :, :k] < k) & (blk.back_c[:, :, :k] < k)
+            mji = rt[:, :, :k] < k
             kv = kv_all[:, :, :k] * mij
             lv = blk.vals_c[:, :, :k] * mij
             col = torch.zeros(T * b, dtype=torch.float64, device=g.device).index_add_(
-                0, blk.ent_slot, k_e * ((blk.ent_ranks < k) & (rx_e < k))).view(T, b)
+                0, blk.ent_slot, k_e * (worst_e < k)).view(T, b)
             sums = acc.cknna[name][:, s]
             sums[0] += (kv * blk.vals_c[:, :, :k] * mji).sum((0, 2))
             sums[1] += kv.sum((0, 2))
             sums[2] += lv.sum((0, 2))
             sums[3] += (col * lv.sum(2).T).sum(1)
-        _self_cknna(acc.self_src, s, g, lists_block, entries, back, plan)
+        local, cols, ranks = entries
+        if plan.k_max > kc_max:  # the sums look at ranks below CKNNA's largest k only
+            keep = ranks < kc_max
+            local, cols, ranks = local[keep], cols[keep], ranks[keep]
+        _self_cknna(acc.self_src, s, g, lists_block[:, :kc_max], (local, cols, ranks), back, plan)

@@ -178,6 +178,7 @@ def score_matrices(
     sources: Sequence, targets: Sequence, metrics: str | Sequence[str] = "all",
     device: str = "cpu", max_bytes: int | None = None, dtype: str | None = None,
     stats: dict | None = None, encoding: Mapping | None = None, voxel_ceilings: Sequence | None = None,
+    brain=None,
 ) -> dict[str, np.ndarray]:
     """Scores of every (source, target) pair for each metric.
 
@@ -200,6 +201,11 @@ def score_matrices(
         ``folds``, ``seed``, ``alphas``, ``selection``, ``aggregate``); defaults when None
     voxel_ceilings : per target, each voxel's noise ceiling as a fraction (array of shape
         (v_j,), NaN = unknown): adds ``ridge_nc`` (the voxels' r / sqrt(NC)) when ``ridge`` runs
+    brain : the targets' :class:`brainalign.summary.BrainSummary`
+        (:func:`brainalign.summary.compute_summary`, computed once for any number of sources): their
+        neighbour lists and kernel sums are read from it, and their Gram rows are formed (in float32)
+        for the kernel blocks only. Scores equal those without it (to float32 rounding in the kernel
+        metrics; neighbour counts exactly). A ValueError if it is of other targets or other metrics.
 
     The job streams the n x n stimulus plane in blocks of b rows (see
     :mod:`brainalign.engine`) and never holds an n x n matrix. Peak memory, with
@@ -218,6 +224,13 @@ def score_matrices(
     and b = (max_bytes - fixed) / per-row. Example: n = 8,859, 12 layers of d = 768,
     180 ROIs of v = 200, all 27 metrics: features 3.2 GB, fixed 1.0 GB, 9.5 MB per row,
     so the default 1.5 GiB budget gives blocks of 60 rows.
+
+    With ``brain`` (a brain summary of the targets): the targets' z-scores are held in float32
+    (``4 n V``, V their summed widths; float64 when ``ridge`` or ``rsa_spearman`` is asked for), their
+    neighbour lists and values are read block by block from the summary, their CKNNA lists'
+    inverses are held (``(i + 2) n T c``), each block row adds ``4 n`` (the targets' float32 Gram
+    rows), and mutual_knn's 0/1 masks take a second 32 MB stack. Paper size as above, with 8 models
+    (96 layers) in one job: features 5.2 GB of sources + 1.3 GB of ROIs.
 
     Depth: when the sources' z-scores (``8 n sum(d_i)``) exceed both half the budget and
     2 x 256 MB (:data:`brainalign.engine.MIN_GROUP_BYTES`), and their widths are known without
@@ -238,7 +251,7 @@ def score_matrices(
 
     specs = resolve_metrics(metrics)
     return run(list(sources), list(targets), specs, device, max_bytes, dtype or "float32", stats,
-               default_budget=default_max_bytes, encoding=encoding, voxel_ceilings=voxel_ceilings)
+               default_budget=default_max_bytes, encoding=encoding, voxel_ceilings=voxel_ceilings, brain=brain)
 
 
 def align(source: Mapping, target: Mapping, metrics: str | Sequence[str] = "all", device: str = "cpu",

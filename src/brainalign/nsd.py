@@ -462,24 +462,24 @@ def read_captions(layout: NSDLayout, stim_ids: np.ndarray) -> pd.DataFrame:
     )
 
 
-def stimulus_count(layout: NSDLayout, subject: str, split: str, sessions=None) -> int:
-    """How many stimuli :func:`subject_stimuli` gives (without reading captions)."""
+def subject_stimulus_ids(layout: NSDLayout, subject: str, split: str, sessions=None) -> np.ndarray:
+    """One subject's 73KIDs for ``split`` (order of first occurrence), from the sessions listed in
+    responses.tsv (selected by ``sessions``) whose betas are on disk, so that they match what
+    :func:`load_roi_responses` returns."""
     exp = read_expdesign(layout.expdesign)
     trials = read_responses(layout.responses(subject))
     trials = trials[trials["SESSION"].isin(present_sessions(layout, subject, trials, sessions))]
-    return len(select_stimuli(trials, exp["sharedix"], split))
+    return select_stimuli(trials, exp["sharedix"], split)
+
+
+def stimulus_count(layout: NSDLayout, subject: str, split: str, sessions=None) -> int:
+    """How many stimuli :func:`subject_stimuli` gives (without reading captions)."""
+    return len(subject_stimulus_ids(layout, subject, split, sessions))
 
 
 def subject_stimuli(layout: NSDLayout, subject: str, split: str, sessions=None) -> pd.DataFrame:
-    """One subject's stimuli for ``split`` (73KID order of first occurrence) with captions.
-
-    Uses the sessions listed in responses.tsv (selected by ``sessions``) whose betas are on
-    disk, so the stimuli match what :func:`load_roi_responses` returns.
-    """
-    exp = read_expdesign(layout.expdesign)
-    trials = read_responses(layout.responses(subject))
-    trials = trials[trials["SESSION"].isin(present_sessions(layout, subject, trials, sessions))]
-    return read_captions(layout, select_stimuli(trials, exp["sharedix"], split))
+    """One subject's stimuli for ``split`` (:func:`subject_stimulus_ids`) with captions."""
+    return read_captions(layout, subject_stimulus_ids(layout, subject, split, sessions))
 
 
 #: the brain file's layout: 2 adds each voxel's ncsnr (``ncsnr/<roi>``); the ingest rule carries it as a

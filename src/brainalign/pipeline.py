@@ -123,10 +123,11 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
 
 def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metrics, device: str,
               out: Path, nulls_out: Path | None = None, null_metric: str = "cka_36", permutations: int = 0,
-              seed: int = 0, encoding: dict | None = None) -> None:
+              seed: int = 0, encoding: dict | None = None, summary_h5: Path | None = None) -> None:
     """Every layer x ROI x metric of one (subject, model), to parquet; with ``nulls_out``, also the
     permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process.
-    ``encoding``: the ridge metric's options (config key ``encoding``)."""
+    ``encoding``: the ridge metric's options (config key ``encoding``). ``summary_h5``: the subject's
+    brain summary (:func:`brain_summary_job`), whose ROI side the engine reads instead of computing."""
     from brainalign.features import feature_loaders, resolve_device
     from brainalign.metrics import resolve_metrics, score_matrices
     from brainalign.nsd import brain_loaders, brain_voxel_ceilings
@@ -144,11 +145,20 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
         if ceilings is None:
             raise InputError(f"{brain_h5}: no voxel noise ceilings (the release has no ncsnr.nii.gz for {subject}); "
                              "drop ridge_nc from config key 'metrics'")
+    brain = None
+    if summary_h5 is not None:
+        from brainalign.summary import read_summary
+
+        brain = read_summary(summary_h5)
     try:
         mats = score_matrices(layers, list(rois.values()), metrics, device, encoding=encoding,
-                              voxel_ceilings=ceilings)
+                              voxel_ceilings=ceilings, brain=brain)
     except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
-        raise InputError(f"{model} on {brain_h5}: {exc} (config keys 'metrics', 'encoding')") from None
+        where = f"{brain_h5} and {summary_h5}" if brain is not None else brain_h5
+        raise InputError(f"{model} on {where}: {exc} (config keys 'metrics', 'encoding')") from None
+    finally:
+        if brain is not None:
+            brain.close()
     nan = int(sum(np.isnan(m).sum() for m in mats.values()))
     if nan:
         log.warning("%s on %s: %d of %d measurements are NaN (a constant layer or parcel); they stay NaN in the "
@@ -173,6 +183,23 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     # both files, or neither: the nulls are computed before either is written
     write_parquet(nulls, nulls_out)
     write_parquet(scores, out)
+
+
+def brain_summary_job(brain_h5: Path, out: Path, metrics, device: str) -> None:
+    """The subject's brain summary (:mod:`brainalign.summary`) for ``metrics``, to HDF5 at ``out``."""
+    from brainalign.features import resolve_device
+    from brainalign.nsd import brain_loaders
+    from brainalign.summary import compute_summary, write_summary
+
+    device = resolve_device(device)
+    ids, rois = brain_loaders(Path(brain_h5))
+    try:
+        summary = compute_summary(list(rois.values()), metrics, device)
+    except ValueError as exc:
+        raise InputError(f"{brain_h5}: {exc} (config key 'metrics')") from None
+    write_summary(summary, out, rois=list(rois), stimuli=len(ids))
+    log.info("%s: brain summary of %d ROIs x %d stimuli in %.1f s, %.2f GB", brain_h5, len(rois), len(ids),
+             summary.seconds, summary.nbytes() / 1e9)
 
 
 def null_frame(ids, rois: dict, layers, model: str, subject: str, metric: str, permutations: int, seed: int,

@@ -1,3 +1,26 @@
+# The brain's side of alignment, once per subject: the ROIs' neighbour lists, CKNNA's own sums and the
+# kernels' centring, row sums and self products (brainalign.summary), read by every align job of the
+# subject. Changing the metrics reruns it (and the align jobs); adding a model reruns neither.
+rule brain_summary:
+    input:
+        f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
+    output:
+        f"{RESULTS}/brain/{{split}}/{{subject}}.summary.h5",
+    log:
+        f"{RESULTS}/logs/brain_summary/{{split}}/{{subject}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/brain_summary/{{split}}/{{subject}}.tsv"
+    conda:
+        "../../envs/align.yaml"
+    resources:
+        gpu=1 if USE_GPU else 0,
+    params:
+        metrics=METRICS,
+        device=DEVICE,
+    script:
+        "../../scripts/brain_summary.py"
+
+
 # Alignment: one job per (subject, model), every layer x ROI x metric. With null_permutations > 0
 # the same job also writes the permutation nulls of the headline metric (the brain's stimulus order
 # shuffled, the same shuffles for every parcel and model of a subject): the data are read once and
@@ -7,6 +30,7 @@
 rule align:
     input:
         brain=f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
+        summary=f"{RESULTS}/brain/{{split}}/{{subject}}.summary.h5",
         features=f"{RESULTS}/features/{{split}}/{{subject}}/{{model}}.h5",
     output:
         **ALIGN_OUTPUTS,

@@ -1,0 +1,90 @@
+"""The brain summary (brainalign.summary): the ROIs' side computed once and read by every align job
+gives the scores of the job that computes it itself, and never meets other responses or metrics."""
+
+import h5py
+import numpy as np
+import pytest
+
+from brainalign.io import InputError
+from brainalign.metrics import resolve_metrics, score_matrices
+from brainalign.summary import FORMAT_VERSION, compute_summary, read_summary, write_summary
+
+# every stimulus-plane metric: the paper's 27 (k up to 400), linear CKA and RSA (Pearson)
+PLANE = [s.name for s in resolve_metrics("all")] + ["linear_cka", "rsa_pearson"]
+COUNTS = [m for m in PLANE if "knn" in m]
+
+
+def data(n=460, seed=0):
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 12))
+    sources = [(latent @ rng.normal(size=(12, d)) + rng.normal(size=(n, d))).astype(np.float32) for d in (30, 45, 20)]
+    targets = [(latent @ rng.normal(size=(12, v)) + 2 * rng.normal(size=(n, v))).astype(np.float32)
+               for v in (25, 8, 40, 16)]
+    # ties: a target whose stimuli come in identical pairs (neighbour ranks decided by the tie rule)
+    targets[1][1::2] = targets[1][::2]
+    return sources, targets
+
+
+@pytest.fixture(scope="module")
+def job():
+    sources, targets = data()
+    return sources, targets, {dtype: score_matrices(sources, targets, PLANE, dtype=dtype)
+                              for dtype in ("float32", "float64")}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_summary_gives_the_scores_of_the_full_job(job, dtype, tmp_path):
+    """float64: the same numbers to the last bits; float32 (ROIs held in float32): within the kernels'
+    float32 rounding; neighbour counts exactly, in memory and read back from HDF5 block by block."""
+    sources, targets, want = job
+    summary = compute_summary(targets, PLANE, dtype=dtype)
+    write_summary(summary, tmp_path / "s.h5")
+    on_disk = read_summary(tmp_path / "s.h5")
+    for brain in (summary, on_disk):
+        got = score_matrices(sources, targets, PLANE, dtype=dtype, brain=brain)
+        for name in PLANE:
+            if name in COUNTS or name.startswith("cknna") or dtype == "float64":
+                np.testing.assert_allclose(got[name], want[dtype][name], rtol=0, atol=1e-12, err_msg=name)
+            else:
+                np.testing.assert_allclose(got[name], want["float64"][name], rtol=0, atol=5e-5, err_msg=name)
+    on_disk.close()
+
+
+def test_summary_serves_any_subset_of_its_metrics_and_source_groups(job):
+    """A job asking for fewer metrics, with a budget that streams its sources in groups, reads the same summary."""
+    sources, targets, want = job
+    summary = compute_summary(targets, PLANE, dtype="float64")
+    names = ["cka_36", "mutual_knn_20", "cycle_knn_100", "cknna_10"]
+    stats = {}
+    got = score_matrices(sources, targets, names, dtype="float64", brain=summary, max_bytes=1 << 20, stats=stats)
+    for name in names:
+        np.testing.assert_allclose(got[name], want["float64"][name], rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_summary_refuses_other_responses_and_other_metrics():
+    sources, targets = data()
+    summary = compute_summary(targets, ["cka_36", "mutual_knn_20"])
+    with pytest.raises(ValueError, match="not of these responses"):
+        score_matrices(sources, [t[:, ::-1].copy() + 1 for t in targets[:1]] + targets[1:], ["cka_36"], brain=summary)
+    with pytest.raises(ValueError, match="ROIs and"):
+        score_matrices(sources, targets[:3], ["cka_36"], brain=summary)
+    with pytest.raises(ValueError, match="cka_100"):
+        score_matrices(sources, targets, ["cka_100"], brain=summary)
+    with pytest.raises(ValueError, match="k = 40"):
+        score_matrices(sources, targets, ["mutual_knn_40"], brain=summary)
+
+
+def test_summary_file_format_is_versioned(tmp_path):
+    _, targets = data(n=120)
+    path = tmp_path / "s.h5"
+    write_summary(compute_summary(targets, ["cka_36"]), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.h5"]  # written atomically: no temporary left
+    with h5py.File(path, "a") as f:
+        f.attrs["summary"] = f.attrs["summary"].replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 0')
+    with pytest.raises(InputError, match="s.h5: brain summary format 0.*delete it"):
+        read_summary(path)
+    (tmp_path / "x.h5").write_bytes(b"")
+    with h5py.File(tmp_path / "x.h5", "w"):
+        pass
+    with pytest.raises(InputError, match="x.h5: not a brain summary"):
+        read_summary(tmp_path / "x.h5")
