@@ -40,7 +40,9 @@ def test_summary_gives_the_scores_of_the_full_job(job, dtype, tmp_path):
     summary = compute_summary(targets, PLANE, dtype=dtype)
     write_summary(summary, tmp_path / "s.h5")
     on_disk = read_summary(tmp_path / "s.h5")
-    for brain in (summary, on_disk):
+    streamed = compute_summary(targets, PLANE, dtype=dtype, path=tmp_path / "streamed.h5")  # written block by block
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5", "streamed.h5"]
+    for brain in (summary, on_disk, streamed):
         got = score_matrices(sources, targets, PLANE, dtype=dtype, brain=brain)
         for name in PLANE:
             if name in COUNTS or name.startswith("cknna") or dtype == "float64":
@@ -48,6 +50,7 @@ def test_summary_gives_the_scores_of_the_full_job(job, dtype, tmp_path):
             else:
                 np.testing.assert_allclose(got[name], want["float64"][name], rtol=0, atol=5e-5, err_msg=name)
     on_disk.close()
+    streamed.close()
 
 
 def test_summary_serves_any_subset_of_its_metrics_and_source_groups(job):
@@ -88,3 +91,26 @@ def test_summary_file_format_is_versioned(tmp_path):
         pass
     with pytest.raises(InputError, match="x.h5: not a brain summary"):
         read_summary(tmp_path / "x.h5")
+
+
+def test_brain_summary_job_writes_the_file_the_align_job_reads(tmp_path):
+    """The workflow's two jobs on a brain file: the summary (streamed to HDF5) and an align job reading it
+    give the scores of an align job without it."""
+    import pandas as pd
+
+    from brainalign.features import write_features
+    from brainalign.nsd import write_brain
+    from brainalign.pipeline import align_job, brain_summary_job
+
+    sources, targets = data(n=150)
+    ids = np.arange(150) + 1000
+    write_brain(tmp_path / "brain.h5", "subj01", "paper", ids, {f"R{i}": t for i, t in enumerate(targets)})
+    write_features(tmp_path / "features.h5", "m", ids, [f"l{i}" for i in range(len(sources))], sources, {})
+    metrics = ["cka_36", "mutual_knn_20", "cycle_knn_40", "cknna_10"]
+    brain_summary_job(tmp_path / "brain.h5", tmp_path / "summary.h5", metrics, "cpu")
+    align_job(tmp_path / "brain.h5", tmp_path / "features.h5", "m", "subj01", metrics, "cpu", tmp_path / "a.parquet",
+              summary_h5=tmp_path / "summary.h5")
+    align_job(tmp_path / "brain.h5", tmp_path / "features.h5", "m", "subj01", metrics, "cpu", tmp_path / "b.parquet")
+    a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    assert len(a) == len(b) == 3 * 4 * len(metrics)
+    np.testing.assert_allclose(a["score"], b["score"], rtol=0, atol=5e-6)

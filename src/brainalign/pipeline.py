@@ -189,17 +189,17 @@ def brain_summary_job(brain_h5: Path, out: Path, metrics, device: str) -> None:
     """The subject's brain summary (:mod:`brainalign.summary`) for ``metrics``, to HDF5 at ``out``."""
     from brainalign.features import resolve_device
     from brainalign.nsd import brain_loaders
-    from brainalign.summary import compute_summary, write_summary
+    from brainalign.summary import compute_summary
 
     device = resolve_device(device)
     ids, rois = brain_loaders(Path(brain_h5))
-    try:
-        summary = compute_summary(list(rois.values()), metrics, device)
+    try:  # the lists go to the file as they are found (atomically)
+        summary = compute_summary(list(rois.values()), metrics, device, path=out, rois=list(rois), stimuli=len(ids))
     except ValueError as exc:
         raise InputError(f"{brain_h5}: {exc} (config key 'metrics')") from None
-    write_summary(summary, out, rois=list(rois), stimuli=len(ids))
     log.info("%s: brain summary of %d ROIs x %d stimuli in %.1f s, %.2f GB", brain_h5, len(rois), len(ids),
              summary.seconds, summary.nbytes() / 1e9)
+    summary.close()
 
 
 def null_frame(ids, rois: dict, layers, model: str, subject: str, metric: str, permutations: int, seed: int,

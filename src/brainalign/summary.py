@@ -128,9 +128,23 @@ class BrainSummary:
 
 
 def compute_summary(targets: Sequence, metrics="all", device: str = "cpu", max_bytes: int | None = None,
-                    dtype: str = "float32") -> BrainSummary:
+                    dtype: str = "float32", path: str | Path | None = None, **attrs) -> BrainSummary:
     """The summary of ``targets`` (arrays or loaders, as for :func:`brainalign.metrics.score_matrices`)
-    for ``metrics``: one pass of the engine over the stimulus plane with the targets alone."""
+    for ``metrics``: one pass of the engine over the stimulus plane with the targets alone.
+
+    With ``path``, the neighbour lists and values are written to that HDF5 file block by block as
+    they are found (atomically: a temporary file renamed at the end; ``attrs`` stored beside), so
+    the job never holds them, and the summary read back from it is returned."""
+    if path is not None:
+        import h5py
+
+        with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+            _compute(targets, metrics, device, max_bytes, dtype, f, attrs)
+        return read_summary(path)
+    return _compute(targets, metrics, device, max_bytes, dtype, None, {})
+
+
+def _compute(targets, metrics, device, max_bytes, dtype, f, attrs) -> BrainSummary:
     import torch
 
     from brainalign import engine
@@ -160,11 +174,17 @@ def compute_summary(targets: Sequence, metrics="all", device: str = "cpu", max_b
                        k_cknna=plan.k_cknna, cknna_names=[name for name, _ in plan.cknna],
                        checksums=[_checksum(r.z) for r in tgt])
     idx = np.int16 if n <= 32767 else np.int32
-    if plan.k_max:
-        out.lists = np.empty((n, T, plan.k_max), dtype=idx)
+
+    def array(key, shape, dt):
+        if f is None:
+            return np.empty(shape, dtype=dt)
+        return f.create_dataset(key, shape=shape, dtype=dt, chunks=_chunks(key, shape))
+
+    if plan.mutual or plan.cycle:
+        out.lists = array("lists", (n, T, plan.k_max), idx)
     if plan.k_cknna:
-        out.cknna = np.empty((T, n, plan.k_cknna), dtype=idx)
-        out.cknna_vals = np.empty((n, T, plan.k_cknna), dtype=np.float64)
+        out.cknna = array("cknna", (T, n, plan.k_cknna), idx)
+        out.cknna_vals = array("cknna_vals", (n, T, plan.k_cknna), np.float64)
     final = {}
 
     def capture(r0, r1, blk):
@@ -178,8 +198,6 @@ def compute_summary(targets: Sequence, metrics="all", device: str = "cpu", max_b
             out.cknna[:, r0:r1] = blk.flat_c.view(b, T, plan.k_cknna).transpose(0, 1).cpu().numpy()
             out.cknna_vals[r0:r1] = blk.vals_c.cpu().numpy()
 
-    if plan.k_max and not (plan.mutual or plan.cycle):
-        out.lists = None
     st = engine.Stats(dtype=dtype)
     clock = engine._Clock(st, device, False)
     if plan.plane:
@@ -193,29 +211,40 @@ def compute_summary(targets: Sequence, metrics="all", device: str = "cpu", max_b
             out.rowsum = cka.rowsum.double().cpu().numpy()
             out.self_prod = cka.self_prod.cpu().numpy()
     out.seconds = time.perf_counter() - t0
+    if f is not None:
+        _write_into(f, out, attrs, large=False)
     return out
+
+
+def _chunks(key: str, shape: tuple) -> tuple | None:
+    """Row blocks for the datasets read (or written) a block of stimuli at a time."""
+    if key in ("lists", "cknna_vals"):
+        return (min(shape[0], 64),) + tuple(shape[1:])
+    if key == "cknna":
+        return (shape[0], min(shape[1], 64), shape[2])
+    return None
+
+
+def _write_into(f, summary: BrainSummary, attrs: dict, large: bool = True) -> None:
+    meta = {"format_version": FORMAT_VERSION, "n": summary.n, "widths": summary.widths, "metrics": summary.metrics,
+            "kernels": summary.kernels, "k_max": summary.k_max, "k_cknna": summary.k_cknna,
+            "cknna_names": summary.cknna_names, "checksums": summary.checksums, "seconds": summary.seconds} | attrs
+    f.attrs["summary"] = json.dumps(meta)
+    for key in ("lists", "cknna", "cknna_vals", "kernel_a", "kernel_c", "rowsum", "self_prod"):
+        arr = getattr(summary, key)
+        if arr is None or (not large and key in ("lists", "cknna", "cknna_vals")):
+            continue
+        f.create_dataset(key, data=arr, chunks=_chunks(key, arr.shape))
+    for name, sums in summary.cknna_self.items():
+        f.create_dataset(f"cknna_self/{name}", data=sums)
 
 
 def write_summary(summary: BrainSummary, path: str | Path, **attrs) -> None:
     """Write ``summary`` to HDF5 at ``path`` atomically; ``attrs`` are stored beside (subject, split...)."""
     import h5py
 
-    meta = {"format_version": FORMAT_VERSION, "n": summary.n, "widths": summary.widths, "metrics": summary.metrics,
-            "kernels": summary.kernels, "k_max": summary.k_max, "k_cknna": summary.k_cknna,
-            "cknna_names": summary.cknna_names, "checksums": summary.checksums, "seconds": summary.seconds} | attrs
-    with atomic_path(path, ".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["summary"] = json.dumps(meta)
-            for key in ("lists", "cknna", "cknna_vals", "kernel_a", "kernel_c", "rowsum", "self_prod"):
-                arr = getattr(summary, key)
-                if arr is None:
-                    continue
-                chunks = None
-                if key in ("lists", "cknna_vals"):  # read a block of rows at a time
-                    chunks = (min(arr.shape[0], 64),) + tuple(arr.shape[1:])
-                f.create_dataset(key, data=arr, chunks=chunks)
-            for name, sums in summary.cknna_self.items():
-                f.create_dataset(f"cknna_self/{name}", data=sums)
+    with atomic_path(path, ".h5") as tmp, h5py.File(tmp, "w") as f:
+        _write_into(f, summary, attrs)
 
 
 def read_summary(path: str | Path, in_memory: bool = False) -> BrainSummary:
