@@ -300,9 +300,10 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
         if any(kind == "rsa" for _, kind, _ in plan.kernels):
             per_row += (S + T) * n * itemsize  # and their pattern correlations
         fixed += _CKA.STACK_BYTES + (S + T) * n * itemsize  # the kernel stack (at least one row)
-    if plan.mutual:  # the masks' stack (at least one row), every representation's lists of the block (int64)
-        fixed += _CKA.STACK_BYTES + (S + T) * n * 4
+    if plan.mutual:  # every representation's lists of the block (int64), and the masks' stack
         per_row += (2 * S + T) * plan.k_max * 8
+        if not n_sig:  # (with kernels, the masks share the kernels' stack)
+            fixed += _CKA.STACK_BYTES + (S + T) * n * 4
     if plan.k_max:
         # target lists (int64), two int16 gathers and two int16 scratch per (target, rank), dense ranks
         per_row += T * plan.k_max * (8 + 8 + 8) + 4 * n * 2
@@ -499,7 +500,7 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     progress = Progress(st.blocks, f"alignment pass {st.passes} (metrics)", "row blocks")
     acc = _Accumulators(plan, S, T, n, device)
     cka = _CKA(plan, src + tgt, S, n, b, store, device, brain) if plan.kernels else None
-    masks = _Masks(plan, S, T, n, b, device) if plan.mutual and S else None
+    masks = _Masks(plan, S, T, n, b, device, cka.kern if cka else None) if plan.mutual and S else None
     clock.lap("exp")
     tmp = torch.empty(b, n, dtype=torch.float64, device=device) if cka else None
     for r0 in range(0, n, b):
@@ -743,12 +744,17 @@ class _Masks:
     products are. Exact: float32 sums of 0/1 products are integers below 2^24 within each
     :data:`ACCUMULATE_BLOCK` of columns, summed in float64 after."""
 
-    def __init__(self, plan: Plan, S: int, T: int, n: int, b: int, device):
+    def __init__(self, plan: Plan, S: int, T: int, n: int, b: int, device, shared=None):
         import torch
 
         self.plan, self.S, self.n = plan, S, n
-        self.rows = _CKA.stack_rows(S + T, n, b, 4)
-        self.stack = torch.zeros(S + T, self.rows * n, dtype=torch.float32, device=device)
+        if shared is not None:  # the kernels' stack (R, rows x n), used between their blocks: zeroed per block
+            self.stack = shared.view(torch.float32)
+            self.rows = min(b, self.stack.shape[1] // n)
+        else:
+            self.rows = _CKA.stack_rows(S + T, n, b, 4)
+            self.stack = torch.zeros(S + T, self.rows * n, dtype=torch.float32, device=device)
+        self.shared = shared is not None
         self.ones = torch.ones(1, dtype=torch.float32, device=device)
         self.zeros = torch.zeros(1, dtype=torch.float32, device=device)
 
@@ -759,6 +765,8 @@ class _Masks:
 
         S, n, k = self.S, self.n, self.plan.k_max
         b = r1 - r0
+        if self.shared:
+            self.stack[:, : min(b, self.rows) * n].zero_()
         lists = torch.cat([torch.stack(src_lists).long(), tgt_flat.view(b, -1, k).transpose(0, 1)])  # (R, b, k)
         for q0 in range(0, b, self.rows):
             q1 = min(b, q0 + self.rows)
