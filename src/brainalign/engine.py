@@ -628,12 +628,10 @@ class _CKA:
                 for i, (_, kind, sigma) in enumerate(plan.kernels):
                     j = brain.kernel_index(kind, sigma)
                     self.c[i, r] = float(brain.kernel_c[j][t])
-                    if kind != "rsa":
+                    if kind != "rsa":  # (rsa kernels are shifted by c alone)
                         self.a[i, r] = torch.as_tensor(brain.kernel_a[j, t], device=device)
-                        self.rowsum[i, r] = torch.as_tensor(brain.rowsum[j, t], device=device)
+                    self.rowsum[i, r] = torch.as_tensor(brain.rowsum[j, t], device=device)
                     self.self_prod[i, r] = float(brain.self_prod[j][t])
-                    if kind == "rsa":
-                        self.rowsum[i, r] = torch.as_tensor(brain.rowsum[j, t], device=device)
                 continue
             g = rep.z @ rep.z[cols].T
             d2 = (rep.sq[:, None] + rep.sq[cols][None, :] - 2.0 * g).clamp_min_(0)
