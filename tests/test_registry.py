@@ -176,7 +176,7 @@ def test_placeholder_nsd_has_every_input_and_spares_real_files(tmp_path):
 @pytest.mark.workflow
 def test_paper_config_dry_run_plans_every_model(tmp_path):
     """config/nsd_paper.yaml (every registry model, `all`) plans one features job per model and
-    one align job per (subject, model) against a placeholder NSD, in seconds."""
+    one align job per (subject, batch of 8 models) against a placeholder NSD, in seconds."""
     nsd = tmp_path / "nsd"
     _tool("placeholder_nsd").write_placeholder(nsd, ["subj01", "subj02", "subj05", "subj07"])
     work = copy_workflow(tmp_path / "work")
@@ -184,9 +184,11 @@ def test_paper_config_dry_run_plans_every_model(tmp_path):
     dry = snakemake(work, "-n", "--quiet", "rules", "--cores", "2", "--configfile", "config/nsd_paper.yaml",
                     "--config", f"nsd_root={nsd}")
     seconds = time.perf_counter() - start
-    n_models = 596 + 43 + 108
+    n_vision, n_language = 596 + 108, 43
     counts = job_counts(dry.stdout)
-    per_model = {"ingest": 4, "stimuli": 4, "features": n_models, "align": 4 * n_models, "aggregate": 2}
+    # align: per subject one job per batch of 8 models of a modality (config key align_batch)
+    batches = -(-n_vision // 8) + -(-n_language // 8)
+    per_model = {"ingest": 4, "stimuli": 4, "features": n_vision + n_language, "align": 4 * batches, "aggregate": 2}
     assert {rule: counts[rule] for rule in per_model} == per_model
     # the rest (brain summaries and split-half ceilings per subject; statistics, robustness, per-ROI scores, the
     # lead-lag table, the metric-family table and its figure, figures, all: 35 jobs; no nulls) does not grow
@@ -213,7 +215,8 @@ def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
     assert old in registry.read_text()
     registry.write_text(registry.read_text().replace(old, old.replace("seed: 0", "seed: 1")))
     counts = job_counts(snakemake(work, "-n", "--cores", "2").stdout)
-    assert (counts["features"], counts["align"]) == (1, 4)  # tf_efficientnet_lite0.untrained, 4 subjects
+    # tf_efficientnet_lite0.untrained; its align batch (with 7 other models) on 4 subjects
+    assert (counts["features"], counts["align"]) == (1, 4)
     # how features are read (layers, pool, dtype) is part of the entry: the same, for another model
     registry.write_text(registry.read_text().replace(old, old.replace("seed: 0", "seed: 0\n  dtype: bfloat16")))
     counts = job_counts(snakemake(work, "-n", "--cores", "2").stdout)
@@ -221,7 +224,7 @@ def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
     user = "  architecture: config/user_models.py:small_cnn\n"
     registry.write_text(registry.read_text().replace(user, user + '  layers: ["blocks.*.0"]\n  pool: mean\n'))
     proc = snakemake(work, "-n", "--cores", "2")
-    assert (job_counts(proc.stdout)["features"], job_counts(proc.stdout)["align"]) == (2, 8)
+    assert (job_counts(proc.stdout)["features"], job_counts(proc.stdout)["align"]) == (2, 4)  # one batch
     assert "user_cnn" in proc.stdout
 
 
@@ -237,7 +240,7 @@ def test_a_small_release_leaves_out_the_neighbour_variants_it_cannot_define(demo
     work = tmp_path / "work"
     shutil.copytree(demo_run, work, symlinks=True)
     target = "results/alignment/shared1000/subj01/user_cnn.parquet"
-    proc = snakemake(work, target, "--cores", "2", "--config", "split=shared1000", "metrics=all")
+    proc = snakemake(work, target, "--cores", "2", "--config", "split=shared1000", "metrics=all", "align_batch=1")
     warnings = [line for line in proc.stdout.splitlines() if "left out: their k is not below" in line]
     kept, dropped = fit_metrics("all", 60)
     assert len(warnings) == 1 and all(m in warnings[0] for m in dropped) and "60 stimuli of subj01" in warnings[0]

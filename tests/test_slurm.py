@@ -127,7 +127,7 @@ TRIMMED = {"subjects": ["subj01", "subj05"], "null_permutations": 0,
            "vision_models": ["tf_efficientnet_lite0", "tf_efficientnet_lite0.untrained"],
            "language_models": ["all-MiniLM-L6-v2"]}
 TRIMMED_MODELS = TRIMMED["vision_models"] + TRIMMED["language_models"]
-TRIMMED_ALIGN = len(TRIMMED["subjects"]) * len(TRIMMED_MODELS)
+TRIMMED_ALIGN = len(TRIMMED["subjects"]) * 2  # one align batch per modality (config key align_batch)
 TABLES = ["results/tables/vision_all.parquet", "results/tables/language_all.parquet"]
 CEILINGS = [f"results/stats/split_half_ceiling/paper/{s}.csv" for s in TRIMMED["subjects"]]
 

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.workflow
 MODELS = {"vision": ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
                      "tf_efficientnet_lite0.untrained", "user_cnn"],
           "language": ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2.untrained", "all-MiniLM-L6-v2.untrained-seed1"]}
-N_ALIGN = 4 * (len(MODELS["vision"]) + len(MODELS["language"]) + 4)  # + the trained CNN's 4 checkpoints
+# align jobs: per subject, one per batch of up to 8 models (config key align_batch): the 5 vision models and
+# the trained CNN's 4 checkpoints in 2 batches, the 3 language models in 1
+N_ALIGN = 4 * (2 + 1)
 # layers read per model (MiniLM: embeddings + 6 blocks; EfficientNet-Lite: 7; config/user_models.py's
 # small_cnn: 4; the mobilenetv3_small_050
 # checkpoints: 6) and the mini-NSD's parcels: known constants, not read from the table they check
@@ -549,8 +551,10 @@ def test_sigkill_at_three_seeded_moments_then_rerun_gives_the_uninterrupted_tabl
         want = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
         want = want[want["src_model"].isin(models) & want["tgt_model"].isin(subjects)]
         assert len(got) == len(want) > 0
+        # this run's align batches (2 models) are not the demo's (8): other row blocks, so the float32
+        # kernel blocks' sums round differently (the engine's float32 tolerance, tests/test_summary.py)
         pd.testing.assert_frame_equal(plain(got).sort_values(TABLE_KEY).reset_index(drop=True),
-                                      plain(want).sort_values(TABLE_KEY).reset_index(drop=True), rtol=0, atol=1e-6)
+                                      plain(want).sort_values(TABLE_KEY).reset_index(drop=True), rtol=0, atol=5e-6)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
@@ -840,7 +844,7 @@ def test_a_release_without_freesurfer_folder_plans_around_it_at_start(demo_run, 
     counts = job_counts(dry.stdout)
     assert "figure_brain_map" not in counts and "figure_trajectories" not in counts
     assert not any(rule.startswith("train_") for rule in counts)
-    assert counts["align"] == 4 * (len(MODELS["vision"]) + len(MODELS["language"]))
+    assert counts["align"] == 4 * 2  # one batch of the 5 vision models, one of the 3 language models
     warnings = [line for line in dry.stdout.splitlines() if line.startswith("brainalign: warning:")]
     assert len(warnings) == 2, warnings
     assert "mini_nsd_cnn@epoch1" in warnings[0] and "HCP_MMP1.mgz" in warnings[1]
@@ -858,7 +862,8 @@ def test_one_core_and_two_cores_give_the_same_tables(demo_run, tmp_path):
     demo's --cores 2 tables to 1e-6, and the row invariant of aggregate holds."""
     work = tmp_path / "work"
     shutil.copytree(demo_run, work, symlinks=True)  # keeps mtimes and .snakemake's records
-    redo = {"tf_efficientnet_lite1", "all-MiniLM-L6-v2.untrained"}
+    # the align batches of the last checkpoint (alone) and of the 3 language models (brainalign.batches)
+    redo = {"mini_nsd_cnn@epoch8", "all-MiniLM-L6-v2+2"}
     for f in (work / "results/alignment/paper").rglob("*.parquet"):
         if f.stem in redo:
             f.unlink()

@@ -324,14 +324,21 @@ def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_o
     if brain is not None:
         proj_pairs = sum(h100_projection(job_counts(n, 0, c["dim"], c["rois"], c["voxels"], summary=True)).values())
         print(f"H100 roofline of the brain summary job (once per subject): {proj_pairs:.1f} s")
+    if models > 1:
+        print(f"H100 roofline per model ({models} models a job): {job_h100 / models:.2f} s")
+    # the workflow's jobs: with the summary, align batches of `models` models of a modality
+    # (config key align_batch), the ROIs' kernel blocks formed once a batch
+    batch = models if brain is not None else 1
     total = 0.0
     for count, depth in PAPER_ZOO:
-        total += count * 4 * sum(h100_projection(job_counts(n, depth, c["dim"], c["rois"], c["voxels"],
-                                                            summary=brain is not None)).values())
+        full, rest = divmod(count, batch)
+        for jobs, size in ((full, batch), (1 if rest else 0, rest)):
+            total += jobs * 4 * sum(h100_projection(job_counts(n, depth * size, c["dim"], c["rois"], c["voxels"],
+                                                               summary=brain is not None)).values())
     if brain is not None:
         total += 4 * proj_pairs
     print("paper workload (594 vision models of ~16 layers + 36 language models of ~30, x 4 subjects"
-          + (", + 4 brain summaries" if brain is not None else "")
+          + (f", + 4 brain summaries, align batches of {batch}" if brain is not None else "")
           + f") at that roofline: {total / 3600:.2f} H100-hours")
 
 

@@ -124,7 +124,22 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
 def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metrics, device: str,
               out: Path, nulls_out: Path | None = None, null_metric: str = "cka_36", permutations: int = 0,
               seed: int = 0, encoding: dict | None = None, summary_h5: Path | None = None) -> None:
-    """Every layer x ROI x metric of one (subject, model), to parquet; with ``nulls_out``, also the
+    """Every layer x ROI x metric of one (subject, model), to parquet: :func:`align_batch_job` with one
+    model."""
+    align_batch_job(brain_h5, [features_h5], [model], subject, metrics, device, out, nulls_out=nulls_out,
+                    null_metric=null_metric, permutations=permutations, seed=seed, encoding=encoding,
+                    summary_h5=summary_h5)
+
+
+def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequence[str], subject: str, metrics,
+                    device: str, out: Path, nulls_out: Path | None = None, null_metric: str = "cka_36",
+                    permutations: int = 0, seed: int = 0, encoding: dict | None = None,
+                    summary_h5: Path | None = None) -> None:
+    """Every layer x ROI x metric of several models on one subject (one align batch,
+    :mod:`brainalign.batches`), to one parquet file with the models' rows one after another.
+
+    The layers of all the models are one engine call, so the ROIs' kernel blocks are formed once for
+    the batch; the scores equal each model's own job. With ``nulls_out``, also each model's
     permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process.
     ``encoding``: the ridge metric's options (config key ``encoding``). ``summary_h5``: the subject's
     brain summary (:func:`brain_summary_job`), whose ROI side the engine reads instead of computing."""
@@ -132,13 +147,18 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
     from brainalign.metrics import resolve_metrics, score_matrices
     from brainalign.nsd import brain_loaders, brain_voxel_ceilings
 
+    models = list(models)
+    if len(models) != len(features_h5) or not models:
+        raise ValueError(f"{len(models)} models and {len(features_h5)} feature files: one file per model")
+    what = models[0] if len(models) == 1 else f"{models[0]} .. ({len(models)} models)"
     if nulls_out is not None and permutations < 1:
-        raise InputError(f"{model} on {subject}: nulls asked for with {permutations} permutations "
+        raise InputError(f"{what} on {subject}: nulls asked for with {permutations} permutations "
                          "(config key 'null_permutations' must be >= 1)")
     device = resolve_device(device)
     # loaders, not arrays: the engine reads each layer and ROI once, z-scores it and drops the raw copy
     ids, rois = brain_loaders(Path(brain_h5))
-    _, layers, _ = feature_loaders(Path(features_h5), expected_ids=ids)
+    per_model = [feature_loaders(Path(f), expected_ids=ids)[1] for f in features_h5]
+    layers = [layer for model_layers in per_model for layer in model_layers]
     ceilings = None
     if any(s.name == "ridge_nc" for s in resolve_metrics(metrics)):
         ceilings = brain_voxel_ceilings(Path(brain_h5))
@@ -155,31 +175,34 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
                               voxel_ceilings=ceilings, brain=brain)
     except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
         where = f"{brain_h5} and {summary_h5}" if brain is not None else brain_h5
-        raise InputError(f"{model} on {where}: {exc} (config keys 'metrics', 'encoding')") from None
+        raise InputError(f"{what} on {where}: {exc} (config keys 'metrics', 'encoding')") from None
     finally:
         if brain is not None:
             brain.close()
-    nan = int(sum(np.isnan(m).sum() for m in mats.values()))
-    if nan:
-        log.warning("%s on %s: %d of %d measurements are NaN (a constant layer or parcel); they stay NaN in the "
-                    "table and every statistic leaves them out", model, subject, nan,
-                    sum(m.size for m in mats.values()))
-    frames = []
-    for metric, mat in mats.items():
-        frames.append(pd.DataFrame({
-            "src_model": model,
-            "tgt_model": subject,
-            "metric": metric,
-            "src_feature": np.repeat(np.arange(len(layers)), len(rois)),
-            "tgt_feature": np.tile(list(rois), len(layers)),
-            "score": mat.reshape(-1),
-            "n_layers": len(layers),
-        }))
+    frames, start = [], 0
+    for model, model_layers in zip(models, per_model, strict=True):
+        rows = slice(start, start + len(model_layers))
+        start = rows.stop
+        nan = int(sum(np.isnan(m[rows]).sum() for m in mats.values()))
+        if nan:
+            log.warning("%s on %s: %d of %d measurements are NaN (a constant layer or parcel); they stay NaN in "
+                        "the table and every statistic leaves them out", model, subject, nan,
+                        sum(m[rows].size for m in mats.values()))
+        for metric, mat in mats.items():
+            frames.append(pd.DataFrame({
+                "src_model": model,
+                "tgt_model": subject,
+                "metric": metric,
+                "src_feature": np.repeat(np.arange(len(model_layers)), len(rois)),
+                "tgt_feature": np.tile(list(rois), len(model_layers)),
+                "score": mat[rows].reshape(-1),
+                "n_layers": len(model_layers),
+            }))
     scores = pd.concat(frames, ignore_index=True)
     if nulls_out is None:
         write_parquet(scores, out)
         return
-    nulls = null_frame(ids, rois, layers, model, subject, null_metric, permutations, seed, device, brain_h5)
+    nulls = null_frame(ids, rois, per_model, models, subject, null_metric, permutations, seed, device, brain_h5)
     # both files, or neither: the nulls are computed before either is written
     write_parquet(nulls, nulls_out)
     write_parquet(scores, out)
@@ -202,27 +225,35 @@ def brain_summary_job(brain_h5: Path, out: Path, metrics, device: str) -> None:
     summary.close()
 
 
-def null_frame(ids, rois: dict, layers, model: str, subject: str, metric: str, permutations: int, seed: int,
-               device: str, brain_h5) -> pd.DataFrame:
-    """Per layer x ROI the observed ``metric`` and its permutation-null summary (:mod:`brainalign.nulls`)."""
+def null_frame(ids, rois: dict, per_model: Sequence[Sequence], models: Sequence[str], subject: str, metric: str,
+               permutations: int, seed: int, device: str, brain_h5) -> pd.DataFrame:
+    """Per model, layer and ROI the observed ``metric`` and its permutation-null summary
+    (:mod:`brainalign.nulls`); ``per_model``: each model's layers (one engine call for all of them)."""
     from brainalign.nulls import null_scores, summarise
     from brainalign.nulls import permutations as shuffles
 
+    what = models[0] if len(models) == 1 else f"{models[0]} .. ({len(models)} models)"
     perms = shuffles(len(ids), permutations, seed, subject)
+    layers = [layer for model_layers in per_model for layer in model_layers]
     try:
         observed, null = null_scores(layers, list(rois.values()), metric, perms, device,
-                                     what=f"nulls {model} on {subject}")
+                                     what=f"nulls {what} on {subject}")
     except ValueError as exc:
-        raise InputError(f"{model} on {brain_h5}: {exc} (config key 'analysis: metric')") from None
+        raise InputError(f"{what} on {brain_h5}: {exc} (config key 'analysis: metric')") from None
     summary = summarise(observed, null)
-    log.info("%s on %s: %d permutations, %d of %d measurements with p_perm = 1/(1+P)", model, subject,
+    log.info("%s on %s: %d permutations, %d of %d measurements with p_perm = 1/(1+P)", what, subject,
              permutations, int((summary["n_exceed"] == 0).sum()), observed.size)
-    return pd.DataFrame({
-        "src_model": model, "tgt_model": subject, "metric": metric,
-        "src_feature": np.repeat(np.arange(len(layers)), len(rois)),
-        "tgt_feature": np.tile(list(rois), len(layers)),
-        "score": observed.reshape(-1), "n_null": permutations,
-    } | {k: v.reshape(-1) for k, v in summary.items()})
+    frames, start = [], 0
+    for model, model_layers in zip(models, per_model, strict=True):
+        rows = slice(start, start + len(model_layers))
+        start = rows.stop
+        frames.append(pd.DataFrame({
+            "src_model": model, "tgt_model": subject, "metric": metric,
+            "src_feature": np.repeat(np.arange(len(model_layers)), len(rois)),
+            "tgt_feature": np.tile(list(rois), len(model_layers)),
+            "score": observed[rows].reshape(-1), "n_null": permutations,
+        } | {k: v[rows].reshape(-1) for k, v in summary.items()}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def null_stats(null_files: Sequence[Path], out: Path, parcels_out: Path) -> None:
@@ -274,7 +305,7 @@ def _table_schema(bench: dict) -> pa.Schema:
 
 
 def _check_job_file(path, df: pd.DataFrame, expect: tuple | None) -> tuple:
-    """The row invariant of one alignment job's file: one model and subject, layers x ROIs x metrics
+    """The row invariant of one model's rows in an alignment file: one model and subject, layers x ROIs x metrics
     rows with no key twice, and the same ROIs and metrics as the first file. Returns (ROIs, metrics)."""
     if df.empty:
         raise InputError(f"{path}: no rows (delete it and rerun its align job)")
@@ -295,10 +326,11 @@ def _check_job_file(path, df: pd.DataFrame, expect: tuple | None) -> tuple:
 def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> None:
     """One modality's table: the paper's columns, then the benchmark columns.
 
-    Streams: one alignment file at a time becomes one row group of the output (strings
-    dictionary-encoded), so memory stays at one (subject, model) job's rows whatever the table's size.
-    Each file is checked first (:func:`_check_job_file`), so the table has subjects x layers x ROIs x
-    metrics rows per model and no key twice; the first file that breaks this is named.
+    Streams: one alignment file (an align batch's models on one subject) at a time, each model one
+    row group of the output (strings dictionary-encoded), so memory stays at one job's rows whatever
+    the table's size. Each model's rows are checked first (:func:`_check_job_file`), so the table has
+    subjects x layers x ROIs x metrics rows per model and no key twice; the first file that breaks
+    this is named.
     """
     import pyarrow.parquet as pq
 
@@ -314,21 +346,23 @@ def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> Non
         try:
             for i, f in enumerate(alignment_files):
                 progress.step()
-                df = pd.read_parquet(f)
-                expect = _check_job_file(f, df, expect)
-                model = df["src_model"].iloc[0]
-                df["yeo7"] = df["tgt_feature"].map(yeo)
-                df["relative_src_feature"] = np.floor(df["src_feature"] / df["n_layers"] * 8).astype(np.int64)
-                df = df[TABLE_COLUMNS].copy()
-                bench = benchmark_columns(reg[model])
-                for col, val in bench.items():
-                    df[col] = val
-                if schema is None:
-                    schema = _table_schema(bench)
-                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-                writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
-                rows += len(df)
-                del df
+                batch = pd.read_parquet(f)
+                if batch.empty:
+                    raise InputError(f"{f}: no rows (delete it and rerun its align job)")
+                # an align batch's file holds its models one after another (brainalign.batches)
+                for model in batch["src_model"].unique():
+                    df = batch[batch["src_model"] == model]
+                    expect = _check_job_file(f, df, expect)
+                    df = df.assign(yeo7=df["tgt_feature"].map(yeo), relative_src_feature=np.floor(
+                        df["src_feature"] / df["n_layers"] * 8).astype(np.int64))[TABLE_COLUMNS]
+                    bench = benchmark_columns(reg[model])
+                    df = df.assign(**bench)
+                    if schema is None:
+                        schema = _table_schema(bench)
+                        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                    writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+                    rows += len(df)
+                del batch, df
                 release_memory()
                 if (i + 1) % 100 == 0:
                     log.info("aggregate: %d/%d files, %d rows", i + 1, len(alignment_files), rows)

@@ -21,28 +21,36 @@ rule brain_summary:
         "../../scripts/brain_summary.py"
 
 
-# Alignment: one job per (subject, model), every layer x ROI x metric. With null_permutations > 0
-# the same job also writes the permutation nulls of the headline metric (the brain's stimulus order
-# shuffled, the same shuffles for every parcel and model of a subject): the data are read once and
-# no second job pays the start-up.
+# Alignment: one job per (subject, batch of models): every layer of the batch's models x ROI x metric,
+# the ROIs' kernel blocks formed once for the batch (config key align_batch; brainalign.batches). With
+# null_permutations > 0 the same job also writes the permutation nulls of the headline metric (the
+# brain's stimulus order shuffled, the same shuffles for every parcel and model of a subject): the data
+# are read once and no second job pays the start-up.
+
+
+onstart:
+    record_align_batches()
 
 
 rule align:
     input:
         brain=f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
         summary=f"{RESULTS}/brain/{{split}}/{{subject}}.summary.h5",
-        features=f"{RESULTS}/features/{{split}}/{{subject}}/{{model}}.h5",
+        features=batch_features,
     output:
         **ALIGN_OUTPUTS,
     log:
-        f"{RESULTS}/logs/align/{{split}}/{{subject}}/{{model}}.log",
+        f"{RESULTS}/logs/align/{{split}}/{{subject}}/{{batch}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/align/{{split}}/{{subject}}/{{model}}.tsv"
+        f"{RESULTS}/benchmarks/align/{{split}}/{{subject}}/{{batch}}.tsv"
+    wildcard_constraints:
+        batch="|".join(re.escape(b) for b in BATCH_MEMBERS) or "(?!)",
     conda:
         "../../envs/align.yaml"
     resources:
         gpu=1 if USE_GPU else 0,
     params:
+        models=lambda w: list(BATCH_MEMBERS[w.batch]),
         metrics=METRICS,
         device=DEVICE,
         null_metric=ANALYSIS["metric"],

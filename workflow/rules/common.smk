@@ -1,5 +1,6 @@
 # Paths and target lists: the one place that knows where outputs live.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,10 +50,10 @@ FAMILY_REGISTRIES = REGISTRY_FILES + [
     if os.path.isfile(p) and p not in REGISTRY_FILES
 ]
 NULL_PERMUTATIONS = int(config["null_permutations"])
-# the align job's outputs: the scores, and the permutation nulls when asked for
-ALIGN_OUTPUTS = {"scores": f"{RESULTS}/alignment/{{split}}/{{subject}}/{{model}}.parquet"}
+# the align job's outputs, one per (subject, batch of models): the scores, and the permutation nulls when asked for
+ALIGN_OUTPUTS = {"scores": f"{RESULTS}/alignment/{{split}}/{{subject}}/{{batch}}.parquet"}
 if NULL_PERMUTATIONS:
-    ALIGN_OUTPUTS["nulls"] = f"{RESULTS}/nulls/{{split}}/{{subject}}/{{model}}.parquet"
+    ALIGN_OUTPUTS["nulls"] = f"{RESULTS}/nulls/{{split}}/{{subject}}/{{batch}}.parquet"
 MINI = config["mini_nsd"]
 
 
@@ -256,11 +257,47 @@ def model_gpus(wildcards):
     return REGISTRY[wildcards.model].gpus if USE_GPU else 0
 
 
+ALIGN_BATCH_RECORD = f"{RESULTS}/alignment/{SPLIT}/batches.json"
+
+
+def _align_batches():
+    """Which models share an align job (brainalign.batches): the recorded batches that have started, the
+    models in none of them chunked by config key 'align_batch'; recorded beside the alignment files."""
+    if TABLES_FROM or SCORES_FROM == "paper":
+        return {mod: {} for mod in MODELS}
+    from brainalign.batches import batch_id, plan_batches, read_record
+
+    def started(batch):
+        return any(os.path.exists(f"{RESULTS}/alignment/{SPLIT}/{s}/{batch}.parquet") for s in SUBJECTS)
+
+    try:
+        batches = plan_batches(MODELS, config["align_batch"], read_record(ALIGN_BATCH_RECORD), started)
+    except InputError as exc:
+        _fail(str(exc))
+    return {mod: {batch_id(b): b for b in groups} for mod, groups in batches.items()}
+
+
+ALIGN_BATCHES = _align_batches()  # modality -> batch id -> its models
+BATCH_MEMBERS = {bid: members for groups in ALIGN_BATCHES.values() for bid, members in groups.items()}
+
+
+def record_align_batches():
+    """Record the batches when jobs start (onstart: not in a dry-run, nor in a job's own process), so
+    a batch that has begun keeps its models whatever is selected later."""
+    from brainalign.batches import write_record
+
+    if BATCH_MEMBERS:
+        try:
+            write_record(ALIGN_BATCH_RECORD, {mod: list(groups.values()) for mod, groups in ALIGN_BATCHES.items()})
+        except OSError as exc:
+            _warn(f"{ALIGN_BATCH_RECORD}: not written ({exc}); the align batches are planned afresh next time")
+
+
 def alignment_files(modality):
     return expand(
-        f"{RESULTS}/alignment/{SPLIT}/{{subject}}/{{model}}.parquet",
+        f"{RESULTS}/alignment/{SPLIT}/{{subject}}/{{batch}}.parquet",
         subject=SUBJECTS,
-        model=MODELS[modality],
+        batch=list(ALIGN_BATCHES[modality]),
     )
 
 
@@ -354,7 +391,14 @@ def roi_score_inputs(wildcards):
 
 
 def null_files(modality):
-    return expand(f"{RESULTS}/nulls/{SPLIT}/{{subject}}/{{model}}.parquet", subject=SUBJECTS, model=MODELS[modality])
+    return expand(
+        f"{RESULTS}/nulls/{SPLIT}/{{subject}}/{{batch}}.parquet", subject=SUBJECTS, batch=list(ALIGN_BATCHES[modality])
+    )
+
+
+def batch_features(wildcards):
+    """The features of an align batch's models on the job's subject."""
+    return [f"{RESULTS}/features/{wildcards.split}/{wildcards.subject}/{m}.h5" for m in BATCH_MEMBERS[wildcards.batch]]
 
 
 def table_files():
