@@ -5,7 +5,7 @@ VENV ?= .venv
 CORES ?= 2
 BIN := $(VENV)/bin
 
-.PHONY: venv demo test test-fast check docs bench bench-analysis bench-scale dryrun-paper registry lint clean weights
+.PHONY: venv demo test test-fast check docs docs-figures bench bench-analysis bench-scale dryrun-paper registry lint clean weights
 
 venv: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
 	@# numba compiles UMAP's kernels on first use and caches those it may in site-packages: once here,
 	@# not in the first run's figure job (~16 s of its ~30 s)
-	$(BIN)/python -c "import numpy as np, brainalign.analysis as a, pandas as pd; a.umap_embedding(pd.DataFrame(np.random.default_rng(0).random((40, 12))))" > /dev/null 2>&1 || true
+	$(BIN)/python -c "import numpy as np, brainalign.analysis.reference as a, pandas as pd; a.umap_embedding(pd.DataFrame(np.random.default_rng(0).random((40, 12))))" > /dev/null 2>&1 || true
 	@touch $@
 
 demo: venv
@@ -49,6 +49,12 @@ docs: venv
 	$(BIN)/python tools/gen_config_docs.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d $(DOCS_DIR)
 
+# The documentation's figures are the demo's own outputs: build them (only what is missing) and copy
+# them into docs/figures/ at a web size (tools/docs_figures.py); commit the result.
+docs-figures: venv
+	$(BIN)/snakemake --cores $(CORES) $$($(BIN)/python tools/docs_figures.py --targets)
+	$(BIN)/python tools/docs_figures.py
+
 lint: check
 
 clean:
@@ -59,11 +65,11 @@ bench: venv
 
 # Statistics and figures from a paper-size pair of synthetic tables (~2 x 10^8 rows): time and peak RSS per job.
 bench-analysis: venv
-	$(BIN)/python -m brainalign.bench_analysis --cores $(CORES) $(BENCH_ARGS)
+	$(BIN)/python -m brainalign.bench.analysis --cores $(CORES) $(BENCH_ARGS)
 
 # Peak RSS and time of ingest (full cortex) and of a 9,000-image feature job on a synthetic release of NSD's shape.
 bench-scale: venv
-	$(BIN)/python -m brainalign.bench_scale $(BENCH_ARGS)
+	$(BIN)/python -m brainalign.bench.scale $(BENCH_ARGS)
 
 # Fetch the weights of the config's models into the local Hugging Face cache (HF_HOME / HF_HUB_CACHE), on a node
 # with internet (a login node); compute nodes then load them offline. Resumable: a second run fetches nothing.

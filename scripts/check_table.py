@@ -1,5 +1,5 @@
+from brainalign.analysis.tables import check_table
 from brainalign.runner import run
-from brainalign.tables import check_table
 
 s = snakemake  # noqa: F821
 run(s, lambda: check_table(s.input[0]).to_json(s.output[0]))

@@ -1,4 +1,4 @@
-from brainalign.figure_stages import FAMILIES
+from brainalign.figures.stages import FAMILIES
 from brainalign.runner import run
 
 s = snakemake  # noqa: F821

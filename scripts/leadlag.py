@@ -1,4 +1,4 @@
-from brainalign.figure_stages import leadlag_table
+from brainalign.figures.stages import leadlag_table
 from brainalign.runner import run
 
 s = snakemake  # noqa: F821

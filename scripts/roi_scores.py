@@ -1,4 +1,4 @@
-from brainalign.figure_stages import roi_score_table
+from brainalign.figures.stages import roi_score_table
 from brainalign.runner import run
 
 s = snakemake  # noqa: F821

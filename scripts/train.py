@@ -1,7 +1,7 @@
 from pathlib import Path
 
+from brainalign.models.training import train_checkpoints
 from brainalign.runner import run
-from brainalign.training import train_checkpoints
 
 s = snakemake  # noqa: F821
 run(s, lambda: train_checkpoints(Path(s.params.nsd_root), Path(s.output.summary).parent, s.params.architecture,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from brainalign import analysis
+from brainalign.analysis import reference as analysis
 from brainalign.resources import paper_kernel_size, paper_roi_scores
 
 

@@ -1,4 +1,4 @@
-"""Align batches (brainalign.batches): how models are grouped into align jobs and how the grouping
+"""Align batches (brainalign.alignment.batches): how models are grouped into align jobs and how the grouping
 survives a growing selection; and the batch job's scores against each model's own job."""
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainalign.batches import batch_id, plan_batches, read_record, write_record
+from brainalign.alignment.batches import batch_id, plan_batches, read_record, write_record
 from brainalign.io import InputError
 
 
@@ -74,8 +74,8 @@ def test_the_record_round_trips_and_a_broken_one_names_the_fix(tmp_path):
 def test_a_batch_job_writes_each_models_own_scores(tmp_path):
     """align_batch_job on three models equals three align_job runs (scores and nulls), the models' rows
     one after another."""
-    from brainalign.features import write_features
-    from brainalign.nsd import write_brain
+    from brainalign.data.nsd import write_brain
+    from brainalign.models.features import write_features
     from brainalign.pipeline import align_batch_job, align_job
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainalign.brainmap import (
+from brainalign.data.mini_nsd import PLANTED
+from brainalign.data.nsd import NSDLayout
+from brainalign.figures.brainmap import (
     FSAVERAGE5_VERTICES,
     FSAVERAGE_VERTICES,
     SurfaceAtlas,
@@ -20,8 +22,6 @@ from brainalign.brainmap import (
     write_mini_atlas,
 )
 from brainalign.io import InputError
-from brainalign.mini_nsd import PLANTED
-from brainalign.nsd import NSDLayout
 from brainalign.resources import hcp_parcels
 
 MINI_IDS = {int(i): n for i, n in zip(hcp_parcels()["index"], hcp_parcels()["name"], strict=True) if n in PLANTED}

@@ -1,4 +1,4 @@
-"""Split-half ceilings (brainalign.ceiling) against the metric of a planted noise-free signal."""
+"""Split-half ceilings (brainalign.alignment.ceiling) against the metric of a planted noise-free signal."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainalign.ceiling import (
+from brainalign.alignment.ceiling import (
     ceiling_from_split_half,
     effective_trials,
     halves,
@@ -14,9 +14,9 @@ from brainalign.ceiling import (
     spearman_brown,
     split_half_table,
 )
+from brainalign.alignment.metrics import score_matrices
+from brainalign.data.nsd import BrainResponses, write_brain
 from brainalign.io import InputError
-from brainalign.metrics import score_matrices
-from brainalign.nsd import BrainResponses, write_brain
 
 
 def test_spearman_brown_and_its_inverse():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainalign.checkpoint_io import CHECKPOINT_SAFE_GLOBALS, load_state
 from brainalign.io import InputError
+from brainalign.models.checkpoint_io import CHECKPOINT_SAFE_GLOBALS, load_state
 
 EPOCHS = 3
 
@@ -203,8 +203,8 @@ def test_a_checkpoint_run_in_the_registry_is_one_model_per_epoch_with_the_ema_we
     (``last.pth.tar`` and ``model_best`` are not epochs), each built with that epoch's EMA weights."""
     import yaml
 
-    from brainalign.features import build_vision_model
-    from brainalign.models import load_registry
+    from brainalign.models.features import build_vision_model
+    from brainalign.models.registry import load_registry
 
     out, expected, _ = run
     registry = tmp_path / "models.yaml"

@@ -10,7 +10,7 @@ import torch
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import KFold
 
-from brainalign.encoding import DEFAULT_ALPHAS, kfold_indices, ridge_scores, ridge_voxel_scores
+from brainalign.alignment.encoding import DEFAULT_ALPHAS, kfold_indices, ridge_scores, ridge_voxel_scores
 
 GRID = DEFAULT_ALPHAS
 TOL = 1e-6
@@ -267,7 +267,7 @@ def test_voxel_chunks_give_identical_scores(selection, d):
 
 def test_progress_lines(caplog):
     x, y = planted(40, 5, 3, seed=1)
-    with caplog.at_level(logging.INFO, logger="brainalign.encoding"):
+    with caplog.at_level(logging.INFO, logger="brainalign.alignment.encoding"):
         ridge_scores([x, x], [y], folds=4, what="ridge[V1]")
     lines = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("ridge[V1]: source 2/2, ") and m.endswith(" s") for m in lines)

@@ -1,4 +1,4 @@
-"""Tests of brainalign.features: pooling, layer extraction, prompts, weights, storage.
+"""Tests of brainalign.models.features: pooling, layer extraction, prompts, weights, storage.
 
 Vision models are timm models with random init (smallest variants, a few small
 random images); language models are the bundled MiniLM and a tiny random-init
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from brainalign.features import (
+from brainalign.io import InputError
+from brainalign.models.features import (
     PLAIN_TEMPLATE,
     PROMPT,
     block_container,
@@ -29,8 +30,7 @@ from brainalign.features import (
     vision_transform,
     write_features,
 )
-from brainalign.io import InputError
-from brainalign.models import ModelEntry, load_registry, weights_path
+from brainalign.models.registry import ModelEntry, load_registry, weights_path
 
 REGISTRY_PATH = Path(__file__).resolve().parents[1] / "config" / "models.yaml"
 SPEC_PROMPT = "Consider the image described by the following sentences: \n\n'{caption}'"
@@ -526,8 +526,8 @@ def test_corrupt_or_foreign_weights_fail_naming_the_file(tmp_path, registry):
 
 def test_hub_weights_missing_from_the_local_cache_name_model_and_cache(tmp_path, monkeypatch):
     """Offline by default: a model not in the local Hugging Face cache fails at once, naming both."""
-    from brainalign.features import build_language_model, build_vision_model
-    from brainalign.models import ModelEntry
+    from brainalign.models.features import build_language_model, build_vision_model
+    from brainalign.models.registry import ModelEntry
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     vision = ModelEntry("convnext_atto.d2_in1k", "vision", "timm", "convnext_atto.d2_in1k", "timm-hub")
@@ -541,7 +541,7 @@ def test_hub_weights_missing_from_the_local_cache_name_model_and_cache(tmp_path,
 
 def test_chat_templates_that_print_today_are_made_deterministic(minilm):
     """A Llama-3-style template puts today's date in the prompt; ours puts a fixed date."""
-    from brainalign.features import FIXED_DATE, render_prompt
+    from brainalign.models.features import FIXED_DATE, render_prompt
 
     tok, _ = minilm
     tok = copy.deepcopy(tok)
@@ -562,7 +562,7 @@ def test_training_checkpoints_become_one_model_per_epoch_with_ema_weights(tmp_pa
     import torch
     import yaml
 
-    from brainalign.models import load_registry
+    from brainalign.models.registry import load_registry
 
     run_dir = tmp_path / "mixnet_run"
     run_dir.mkdir()
@@ -594,7 +594,7 @@ def test_nan_or_inf_features_fail_naming_the_model_and_layers(tmp_path, monkeypa
     """An fp16 overflow (inf, then NaN) must not reach the tables as numbers."""
     import pandas as pd
 
-    import brainalign.features as feats
+    import brainalign.models.features as feats
     from brainalign import pipeline
 
     class Broken:

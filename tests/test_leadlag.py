@@ -1,10 +1,10 @@
-"""Lead-lag of alignment and performance along training (brainalign.leadlag)."""
+"""Lead-lag of alignment and performance along training (brainalign.analysis.leadlag)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from brainalign.leadlag import crossing, lagged_correlation, lead_lag, run_lead_lag
+from brainalign.analysis.leadlag import crossing, lagged_correlation, lead_lag, run_lead_lag
 
 
 def slow_crossing(x, y, f):

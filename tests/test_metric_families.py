@@ -13,7 +13,7 @@ import pytest
 import rsatoolbox
 from scipy import stats as sps
 
-from brainalign.metrics import ALL_METRICS, EVERY_METRICS, resolve_metrics, score_matrices
+from brainalign.alignment.metrics import ALL_METRICS, EVERY_METRICS, resolve_metrics, score_matrices
 
 
 def _z(a):
@@ -100,7 +100,7 @@ def test_metric_names_all_every_and_families():
 
 
 def test_ridge_nc_divides_each_voxels_r_by_the_root_of_its_ceiling():
-    from brainalign.encoding import ridge_voxel_scores
+    from brainalign.alignment.encoding import ridge_voxel_scores
 
     sources, targets = _data(80, seed=5)
     with pytest.raises(ValueError, match="ridge_nc needs each target voxel's noise ceiling"):
@@ -136,7 +136,7 @@ def test_only_non_plane_metrics_skip_the_streaming_passes():
 def test_headline_by_metric_values_against_an_independent_computation():
     """Every column the table states for one metric, recomputed here from the model scores with
     numpy/scipy formulas written out (not the module's helpers)."""
-    from brainalign.robustness import headline_by_metric
+    from brainalign.analysis.robustness import headline_by_metric
 
     rng = np.random.default_rng(0)
     n = 40

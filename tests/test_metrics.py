@@ -1,4 +1,4 @@
-"""The 27 metric variants of ``brainalign.metrics`` against a slow, obvious float64 numpy reference.
+"""The 27 metric variants of ``brainalign.alignment.metrics`` against a slow, obvious float64 numpy reference.
 
 The reference below is written straight from the paper's formulas, one (source, target) pair at a
 time, recomputing everything (z-score, kernels, neighbours) per pair; it shares no code with the
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import brainalign
-from brainalign.metrics import (
+from brainalign.alignment.metrics import (
     ALL_METRICS,
     CKA_SIGMAS,
     CKNNA_K,
@@ -312,7 +312,7 @@ def test_cknna_50_matches_reference_at_n_1000():
 
 def budget_for(rows, sources, targets, metrics, dtype="float32"):
     """The max_bytes that makes the engine run blocks of exactly ``rows`` rows."""
-    from brainalign.engine import Plan, memory_plan
+    from brainalign.alignment.engine import Plan, memory_plan
 
     fixed, per_row = memory_plan(len(sources[0]), len(sources), len(targets), Plan.of(resolve_metrics(metrics)),
                                  np.dtype(dtype).itemsize)
@@ -346,7 +346,7 @@ def _block_reference(kind, name):
 
 def test_kernel_stack_of_one_row(monkeypatch):
     """CKA kernels formed one row at a time within blocks of 16 rows: same scores as the reference."""
-    from brainalign import engine
+    from brainalign.alignment import engine
 
     monkeypatch.setattr(engine._CKA, "STACK_BYTES", 1)
     sources, targets = dataset("clustered", N_BLOCKS)
@@ -635,7 +635,7 @@ def test_unknown_metric_raises(bad):
 
 
 def test_glob_patterns_select_families():
-    from brainalign.metrics import resolve_metrics
+    from brainalign.alignment.metrics import resolve_metrics
 
     assert [s.name for s in resolve_metrics("cknna*")] == ["cknna", "cknna_10", "cknna_50"]
     assert len(resolve_metrics(["cka_*", "cycle_knn_4*"])) == 12 + 2
@@ -652,7 +652,7 @@ class EngineLog:
     block handed to the neighbour search and to the neighbour metrics."""
 
     def __init__(self, monkeypatch):
-        from brainalign import engine as eng
+        from brainalign.alignment import engine as eng
 
         self.cka, self.products, self.cka_blocks, self.source_blocks, self.neighbours = [], [], [], [], []
         self.mask_products, self.in_masks = [], False
@@ -713,7 +713,7 @@ def test_row_blocks_follow_max_bytes(monkeypatch, budget, dtype):
     """The row blocks the engine really streams (every CKA kernel block, every neighbour search, every
     source's neighbour metrics) are the ones max_bytes gives by the documented rule, the CKA buffers
     it allocates hold b rows in the storage dtype, and the scores are the reference's."""
-    from brainalign.engine import Plan, memory_plan
+    from brainalign.alignment.engine import Plan, memory_plan
 
     sources, targets = dataset("readout", N_BLOCKS)
     n, S, T = N_BLOCKS, len(sources), len(targets)
@@ -784,7 +784,7 @@ def test_memory_follows_the_budget(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(
         "import json, numpy as np, torch\n"
-        "from brainalign.metrics import score_matrices\n"
+        "from brainalign.alignment.metrics import score_matrices\n"
         "n = 2500\n"
         "rng = np.random.default_rng(0)\n"
         "latent = rng.normal(size=(n, 16)).astype(np.float32)\n"
@@ -813,7 +813,7 @@ def test_sources_streamed_in_groups_give_the_same_scores(monkeypatch):
     """Sources whose z-scores exceed the budget are z-scored and streamed group by group; every
     metric family equals the one-group run, and a constant layer in a later group is still NaN at
     its own row."""
-    import brainalign.engine as engine
+    import brainalign.alignment.engine as engine
 
     rng = np.random.default_rng(3)
     n = 90
@@ -842,7 +842,7 @@ def test_sources_streamed_in_groups_give_the_same_scores(monkeypatch):
 
 
 def test_source_groups_rule():
-    from brainalign.engine import MIN_GROUP_BYTES, source_groups
+    from brainalign.alignment.engine import MIN_GROUP_BYTES, source_groups
 
     n = 1000
     per = MIN_GROUP_BYTES // (8 * n) // 4  # a width whose z-scores are a quarter of the smallest group
@@ -871,7 +871,7 @@ def test_depth_streaming_holds_the_budget(tmp_path):
     script.write_text(
         "import json, h5py, numpy as np, torch\n"
         "from brainalign.io import h5_loader\n"
-        "from brainalign.metrics import score_matrices\n"
+        "from brainalign.alignment.metrics import score_matrices\n"
         "n, rng = 2000, np.random.default_rng(0)\n"
         "latent = rng.normal(size=(n, 16)).astype(np.float32)\n"
         f"path = {str(tmp_path / 'f.h5')!r}\n"
@@ -894,8 +894,8 @@ def test_depth_streaming_holds_the_budget(tmp_path):
 
 
 def test_fit_metrics_leaves_out_what_the_stimuli_cannot_define():
+    from brainalign.alignment.metrics import ALL_METRICS, fit_metrics
     from brainalign.io import InputError
-    from brainalign.metrics import ALL_METRICS, fit_metrics
 
     kept, dropped = fit_metrics("all", 200)
     assert dropped == ["mutual_knn_200", "mutual_knn_400", "cycle_knn_200", "cycle_knn_400"]

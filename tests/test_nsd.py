@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy.io import savemat
 
+from brainalign.data.nsd import NSDLayout, load_roi_responses, read_parcel_table, subject_stimuli
 from brainalign.io import InputError
-from brainalign.nsd import NSDLayout, load_roi_responses, read_parcel_table, subject_stimuli
 
 SHAPE = (3, 3, 2)
 # 73KIDs of subj01's trials, per session (1-based, as responses.tsv); 1 and 2 are shared
@@ -164,7 +164,7 @@ def test_no_betas_is_reported(release):
 # --------------------------------------------------------------------------- NSD fidelity, bad inputs
 
 def test_sessions_key_selects_sessions(release):
-    from brainalign.nsd import wanted_sessions
+    from brainalign.data.nsd import wanted_sessions
 
     assert wanted_sessions([1, 2, 3, 40], None) == wanted_sessions([1, 2, 3, 40], "all") == [1, 2, 3, 40]
     assert wanted_sessions(list(range(1, 41)), {"max": 37}) == list(range(1, 38))
@@ -205,7 +205,7 @@ def test_without_the_freesurfer_folder_ingest_uses_the_packaged_parcel_names(rel
 
 def test_hdf5_reads_only_the_parcels_box_and_equals_the_volume(release):
     """Per z-slab reads of the parcels' bounding box give the same betas as the whole volume."""
-    from brainalign.nsd import _read_hdf5_voxels
+    from brainalign.data.nsd import _read_hdf5_voxels
 
     data = np.asanyarray(nib.load(release.betas("subj01", 1)).dataobj)  # (X, Y, Z, trials)
     path = release.betas("subj01", 1, "hdf5")
@@ -261,7 +261,7 @@ def test_stimulus_without_stim_info_row_or_caption_is_named(release):
 
 
 def test_stimulus_images_are_read_a_batch_at_a_time_and_checked(tmp_path):
-    from brainalign.features import StimulusImages, load_stimulus_images
+    from brainalign.models.features import StimulusImages, load_stimulus_images
 
     path = tmp_path / "nsd_stimuli.hdf5"
     brick = np.arange(6 * 4 * 4 * 3, dtype=np.uint8).reshape(6, 4, 4, 3)
@@ -294,7 +294,7 @@ def test_stimulus_images_are_read_a_batch_at_a_time_and_checked(tmp_path):
 def test_noise_ceiling_is_nsds_formula_for_the_repeats_averaged(release):
     """NC = 100 ncsnr^2 / (ncsnr^2 + (A/3 + B/2 + C/1) / (A + B + C)) per voxel, averaged over a
     parcel's valid voxels; the paper split averages 73KIDs 3 and 4 twice and 5 once (A, B, C = 0, 2, 1)."""
-    from brainalign.nsd import noise_ceiling, parcel_noise_ceilings
+    from brainalign.data.nsd import noise_ceiling, parcel_noise_ceilings
 
     ncsnr = (np.arange(LABELS.size, dtype=np.float32) * 0.1).reshape(SHAPE)
     first_v1 = int(np.flatnonzero(LABELS.reshape(-1) == 1)[0])
@@ -319,8 +319,8 @@ def test_noise_ceiling_is_nsds_formula_for_the_repeats_averaged(release):
 def test_halves_hold_the_odd_numbered_trials_of_each_image(release, tmp_path):
     """Half A = each image's 1st, 3rd, ... trial in session order (image 1 is shown twice in
     session 1, images 3 and 4 once per session); half B follows from the mean; the file keeps both."""
-    from brainalign.ceiling import halves
-    from brainalign.nsd import read_roi_responses, write_brain
+    from brainalign.alignment.ceiling import halves
+    from brainalign.data.nsd import read_roi_responses, write_brain
 
     got = read_roi_responses(release, "subj01", ["V2"], "all", halves=True)
     voxels = np.flatnonzero(LABELS.reshape(-1) == 4)
@@ -353,7 +353,7 @@ def test_ingest_keeps_each_voxels_ncsnr_and_its_ceiling_for_the_trials_averaged(
     """The brain file holds ncsnr/<roi> (the volume's value at each parcel voxel, in column order) and
     brain_voxel_ceilings gives NSD's NC (a fraction) for the repeats the file averaged; without
     ncsnr.nii.gz there is none."""
-    from brainalign.nsd import BRAIN_FORMAT, brain_voxel_ceilings, read_roi_responses, write_brain
+    from brainalign.data.nsd import BRAIN_FORMAT, brain_voxel_ceilings, read_roi_responses, write_brain
 
     plain = read_roi_responses(release, "subj01", ["V1", "V2"], "paper")
     write_brain(tmp_path / "plain.h5", "subj01", "paper", plain.stim_ids, plain.rois, plain)

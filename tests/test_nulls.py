@@ -1,9 +1,9 @@
-"""Permutation nulls per measurement (brainalign.nulls) against slow, obvious references."""
+"""Permutation nulls per measurement (brainalign.alignment.nulls) against slow, obvious references."""
 
 import numpy as np
 import pytest
 
-from brainalign.nulls import bh_fdr, null_scores, null_tables, permutations, summarise
+from brainalign.alignment.nulls import bh_fdr, null_scores, null_tables, permutations, summarise
 
 
 def slow_bh(p):
@@ -45,7 +45,7 @@ def test_unrelated_scores_give_uniform_p_and_a_planted_target_gives_the_smallest
     observed, null = null_scores(sources, targets + [planted], "cka_36", perms)
     assert observed.shape == (4, 31) and null.shape == (P, 4, 31)
     # the observed scores are the engine's own (no shuffle)
-    from brainalign.metrics import score_matrices
+    from brainalign.alignment.metrics import score_matrices
 
     np.testing.assert_allclose(observed, score_matrices(sources, targets + [planted], ["cka_36"])["cka_36"])
     # a permuted pass equals the engine on the shuffled targets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brainalign.metrics import ALL_METRICS
+from brainalign.alignment.metrics import ALL_METRICS
 from brainalign.plan import PAPER_SIGMAS, Plan
 
 SUBJECTS = ("subj01", "subj02", "subj05", "subj07")

@@ -83,7 +83,7 @@ def test_the_readme_prints_the_commands_users_need(commands):
 
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory) -> dict[str, Path]:
-    from brainalign.synthetic import write_tables
+    from brainalign.bench.synthetic import write_tables
 
     root = tmp_path_factory.mktemp("stand_ins")
     sys.path.insert(0, str(REPO / "tools"))

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from conftest import REPO, copy_workflow, job_counts, snakemake
 
+from brainalign.data.nsd import NSDLayout
 from brainalign.io import InputError
-from brainalign.models import load_registry
-from brainalign.nsd import NSDLayout
+from brainalign.models.registry import load_registry
 
 REGISTRY = REPO / "config" / "registry"
 RESOURCES = REPO / "src" / "brainalign" / "resources"
@@ -235,7 +235,7 @@ def test_a_small_release_leaves_out_the_neighbour_variants_it_cannot_define(demo
     a variant named explicitly fails at start-up, naming it."""
     import shutil
 
-    from brainalign.metrics import fit_metrics
+    from brainalign.alignment.metrics import fit_metrics
 
     work = tmp_path / "work"
     shutil.copytree(demo_run, work, symlinks=True)

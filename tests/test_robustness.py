@@ -1,4 +1,4 @@
-"""brainalign.robustness: planted answers and slow, obvious references."""
+"""brainalign.analysis.robustness: planted answers and slow, obvious references."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from brainalign.robustness import (
+from brainalign.analysis.robustness import (
     ROBUSTNESS_COLUMNS,
     bonett_wright_ci,
     bootstrap_ci,
@@ -21,7 +21,7 @@ from brainalign.robustness import (
     robustness_table,
     weighted_pearson,
 )
-from brainalign.stats import spearman_ci
+from brainalign.analysis.stats import spearman_ci
 
 
 def test_weighted_pearson_is_the_pearson_of_the_repeated_sample():
@@ -133,7 +133,7 @@ def test_robustness_table_columns_and_skips_missing_benchmarks():
 
 
 def test_families_from_the_registry_else_architecture_else_name():
-    from brainalign.models import ModelEntry
+    from brainalign.models.registry import ModelEntry
 
     reg = {"a.x": ModelEntry("a.x", "vision", "timm", "resnet50", extra={"family": "resnet"}),
            "b": ModelEntry("b", "vision", "timm", "vit_base_patch16_224")}

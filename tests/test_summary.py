@@ -1,13 +1,13 @@
-"""The brain summary (brainalign.summary): the ROIs' side computed once and read by every align job
+"""The brain summary (brainalign.alignment.summary): the ROIs' side computed once and read by every align job
 gives the scores of the job that computes it itself, and never meets other responses or metrics."""
 
 import h5py
 import numpy as np
 import pytest
 
+from brainalign.alignment.metrics import resolve_metrics, score_matrices
+from brainalign.alignment.summary import FORMAT_VERSION, compute_summary, read_summary, write_summary
 from brainalign.io import InputError
-from brainalign.metrics import resolve_metrics, score_matrices
-from brainalign.summary import FORMAT_VERSION, compute_summary, read_summary, write_summary
 
 # every stimulus-plane metric: the paper's 27 (k up to 400), linear CKA and RSA (Pearson)
 PLANE = [s.name for s in resolve_metrics("all")] + ["linear_cka", "rsa_pearson"]
@@ -98,8 +98,8 @@ def test_brain_summary_job_writes_the_file_the_align_job_reads(tmp_path):
     give the scores of an align job without it."""
     import pandas as pd
 
-    from brainalign.features import write_features
-    from brainalign.nsd import write_brain
+    from brainalign.data.nsd import write_brain
+    from brainalign.models.features import write_features
     from brainalign.pipeline import align_job, brain_summary_job
 
     sources, targets = data(n=150)

@@ -1,4 +1,4 @@
-"""Out-of-core table readers (brainalign.tables) against the pandas analysis (brainalign.analysis),
+"""Out-of-core table readers (brainalign.analysis.tables) against the pandas analysis (brainalign.analysis.reference),
 the table check's failures, the synthetic generator's planted scores, and the streaming aggregate."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from brainalign import analysis, tables
+from brainalign.alignment.metrics import resolve_metrics
+from brainalign.analysis import reference as analysis
+from brainalign.analysis import tables
+from brainalign.bench.synthetic import write_table
 from brainalign.io import InputError
-from brainalign.metrics import resolve_metrics
-from brainalign.synthetic import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +139,7 @@ def test_planted_scores_are_what_the_pandas_analysis_recovers(tmp_path):
     got = analysis.brain_scores(df, "cka_36").set_index("src_model")["brain_score"]
     want = planted.set_index("model")["cka_36"]
     np.testing.assert_allclose(got[want.index], want, rtol=1e-12)
-    from brainalign.stats import load_paper_scores
+    from brainalign.analysis.stats import load_paper_scores
 
     paper = load_paper_scores("language").set_index("model")["cka_36"]
     assert want[names[0]] == paper[names[0]]  # the paper's own score is the planted one
@@ -191,7 +192,7 @@ def test_check_report_round_trips(tmp_path, info):
 
 
 def test_checkpoints_from_columns_or_registry(tmp_path):
-    from brainalign.synthetic import write_tables
+    from brainalign.bench.synthetic import write_tables
 
     write_tables(tmp_path, 0, 0, ["cka_36"], n_subjects=2, n_rois=6, trained=True)
     vis = tables.checkpoint_info(tmp_path / "vision_trained.parquet")

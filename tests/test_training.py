@@ -13,11 +13,11 @@ import pytest
 import timm
 import torch
 
-from brainalign.features import block_container, vision_transform
+from brainalign.data.mini_nsd import PHOTOS, make_images
+from brainalign.data.nsd import NSDLayout
 from brainalign.io import InputError
-from brainalign.mini_nsd import PHOTOS, make_images
-from brainalign.nsd import NSDLayout
-from brainalign.training import SUMMARY_COLUMNS, photo_labels, train_checkpoints
+from brainalign.models.features import block_container, vision_transform
+from brainalign.models.training import SUMMARY_COLUMNS, photo_labels, train_checkpoints
 
 N_IMAGES = 360
 EPOCHS = [1, 8]
@@ -151,8 +151,8 @@ def test_declared_run_becomes_models_that_load_at_the_trained_resolution(run, tm
     features at the resolution it was trained at."""
     import yaml
 
-    from brainalign.features import build_vision_model, extract_vision
-    from brainalign.models import load_registry, select_models
+    from brainalign.models.features import build_vision_model, extract_vision
+    from brainalign.models.registry import load_registry, select_models
 
     out_dir, _ = run
     reg = tmp_path / "models.yaml"

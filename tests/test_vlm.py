@@ -1,4 +1,4 @@
-"""Tests of brainalign.vlm: image-text-to-text models given each image with the paper's prompt.
+"""Tests of brainalign.models.vlm: image-text-to-text models given each image with the paper's prompt.
 
 A tiny LLaVA (CLIP vision tower and Llama language model, a few thousand parameters) and its processor
 (CLIP image processor, the bundled MiniLM's BERT tokenizer with an added ``<image>`` token) are built
@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from brainalign import features
 from brainalign.io import InputError
-from brainalign.models import ModelEntry
-from brainalign.vlm import build_vlm, extract_vlm, render_vlm_prompt
+from brainalign.models import features
+from brainalign.models.registry import ModelEntry
+from brainalign.models.vlm import build_vlm, extract_vlm, render_vlm_prompt
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{% for c in m['content'] %}"

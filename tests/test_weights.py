@@ -1,4 +1,4 @@
-"""``make weights`` (brainalign.weights): the config's models into the local Hugging Face cache.
+"""``make weights`` (brainalign.models.weights): the config's models into the local Hugging Face cache.
 
 A local HTTP server in a thread speaks the hub's download protocol (the parts huggingface_hub
 uses: ``/api/models/{repo}/revision/{rev}``, ``/api/models/{repo}/tree/{rev}``, ``HEAD``/``GET
@@ -25,10 +25,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-import brainalign.features  # noqa: F401 - sets HF_HUB_OFFLINE=1 by default, as in a workflow job
-from brainalign import weights
+import brainalign.models.features  # noqa: F401 - sets HF_HUB_OFFLINE=1 by default, as in a workflow job
 from brainalign.io import InputError
-from brainalign.models import ModelEntry, load_registry
+from brainalign.models import weights
+from brainalign.models.registry import ModelEntry, load_registry
 
 TIMM_NAME = "test_efficientnet.r160_in1k"
 TIMM_REPO = f"timm/{TIMM_NAME}"
@@ -252,8 +252,8 @@ def _cli(config: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def in_process(monkeypatch):
-    """Call :func:`brainalign.weights.main` here, in a process where huggingface_hub was imported
-    offline (``HF_HUB_OFFLINE=1``, brainalign.features' default) and before ``HF_ENDPOINT`` was set."""
+    """Call :func:`brainalign.models.weights.main` here, in a process where huggingface_hub was imported
+    offline (``HF_HUB_OFFLINE=1``, brainalign.models.features' default) and before ``HF_ENDPOINT`` was set."""
     from huggingface_hub import constants, utils
 
     def call(env: dict, *args: str) -> int:
@@ -276,8 +276,8 @@ def _cache_files(cache: Path) -> set[str]:
 OFFLINE_LOAD = """
 import json, sys
 import numpy as np
-from brainalign.features import build_language_model, build_vision_model, extract_language, extract_vision
-from brainalign.models import load_registry
+from brainalign.models.features import build_language_model, build_vision_model, extract_language, extract_vision
+from brainalign.models.registry import load_registry
 
 reg = load_registry(sys.argv[1])
 out = {}
@@ -534,8 +534,8 @@ def test_trust_remote_code_is_an_explicit_per_model_opt_in(tmp_path, monkeypatch
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record("tokenizer"))
     monkeypatch.setattr(transformers.AutoModel, "from_pretrained", record("model"))
-    brainalign.features.build_language_model(registry["plain"])
+    brainalign.models.features.build_language_model(registry["plain"])
     assert calls == [("tokenizer", None), ("model", None)]  # not passed at all
     calls.clear()
-    brainalign.features.build_language_model(registry["remote"])
+    brainalign.models.features.build_language_model(registry["remote"])
     assert calls == [("tokenizer", True), ("model", True)]

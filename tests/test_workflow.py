@@ -16,8 +16,8 @@ import pytest
 import yaml
 from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts, snakemake
 
-from brainalign.metrics import ALL_METRICS, EVERY_METRICS
-from brainalign.nsd import read_brain
+from brainalign.alignment.metrics import ALL_METRICS, EVERY_METRICS
+from brainalign.data.nsd import read_brain
 
 pytestmark = pytest.mark.workflow
 
@@ -208,7 +208,7 @@ def test_split_half_ceiling_recomputed_from_the_raw_trials(demo_run):
     session betas), with the halves built here: odd-numbered trials of each image vs the rest."""
     import nibabel as nib
 
-    from brainalign.metrics import score_matrices
+    from brainalign.alignment.metrics import score_matrices
 
     nsd, subject = demo_run / "results/mini_nsd", "subj05"
     got = pd.read_csv(demo_run / f"results/stats/split_half_ceiling/paper/{subject}.csv").set_index("roi")
@@ -276,7 +276,7 @@ def test_split_half_ceilings_and_normalised_scores_on_the_planted_parcels(demo_r
 def test_layer_profiles_normalised_by_the_ceilings(demo_run, tmp_path):
     """``analysis.normalise_layers``: the layer figure's numbers are the mean over (model, layer, ROI)
     of score / ceiling, recomputed here with pandas from the table and the ceiling files."""
-    from brainalign.figure_stages import layers
+    from brainalign.figures.stages import layers
 
     subjects = ("subj01", "subj02", "subj05", "subj07")
     ceilings = [str(demo_run / f"results/stats/split_half_ceiling/paper/{s}.csv") for s in subjects]
@@ -300,9 +300,9 @@ def test_layer_profiles_normalised_by_the_ceilings(demo_run, tmp_path):
 
 def test_permutation_nulls_flag_the_planted_parcels_and_not_the_noise_only_one(demo_run):
     """P permutations (the demo config's) per (subject, model); FDR over every test of a modality."""
-    from brainalign.features import read_features
-    from brainalign.metrics import score_matrices
-    from brainalign.nulls import permutations
+    from brainalign.alignment.metrics import score_matrices
+    from brainalign.alignment.nulls import permutations
+    from brainalign.models.features import read_features
 
     P = yaml.safe_load((demo_run / "config/config.yaml").read_text())["null_permutations"]
     assert P >= 10
@@ -346,7 +346,7 @@ def test_permutation_nulls_flag_the_planted_parcels_and_not_the_noise_only_one(d
 
 
 def test_leadlag_table_matches_the_trajectory_figure_curves(demo_run):
-    from brainalign.leadlag import crossing
+    from brainalign.analysis.leadlag import crossing
 
     ll = pd.read_csv(demo_run / "results/stats/trajectory_leadlag.csv").set_index("statistic")
     traj = pd.read_csv(demo_run / "results/figures/trajectories/training_trajectories.csv").sort_values("step")
@@ -481,6 +481,29 @@ def test_report_builds_offline_with_every_figure(demo_run):
     for png in list((demo_run / "results/figures").rglob("*.png")):
         assert png.name in html, png
     assert "Between-subject consistency" in html  # a caption
+
+
+def test_the_docs_figures_are_the_demos_own_outputs(demo_run, tmp_path):
+    """docs/figures/ is what tools/docs_figures.py (make docs-figures) makes of a demo run: the same
+    images at the same sizes, one per figure family, each embedded in the docs; a results directory
+    without the figures fails naming the first missing one."""
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("docs_figures", REPO / "tools" / "docs_figures.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    written = tool.write(demo_run / "results", tmp_path / "figures")
+    committed = sorted((REPO / "docs" / "figures").glob("*.png"))
+    assert [p.name for p in committed] == sorted(p.name for p in written) == sorted(f"{n}.png" for n in tool.FIGURES)
+    for path in committed:
+        with Image.open(path) as a, Image.open(tmp_path / "figures" / path.name) as b:
+            assert a.size == b.size and a.width <= 960, path.name
+    docs = "".join(p.read_text() for p in (REPO / "docs").glob("*.md"))
+    assert all(f"figures/{p.name}" in docs for p in committed)
+    with pytest.raises(SystemExit, match="performance/brain_score_vs_benchmark.png not found"):
+        tool.write(tmp_path / "empty", tmp_path / "out")
 
 
 KILL_CONFIG = ["subjects=[subj01,subj02]", "vision_models=[tf_efficientnet_lite0,tf_efficientnet_lite0.untrained]",
@@ -646,7 +669,7 @@ def paper_run(tmp_path_factory):
 
 def test_precomputed_mode_reproduces_the_papers_statistics(paper_run):
     """config/paper.yaml: the headline table from the paper's own per-model scores, no fMRI."""
-    from brainalign.stats import load_paper_target
+    from brainalign.analysis.stats import load_paper_target
 
     work = paper_run["work"]
     assert paper_run["targeted"] == {"model_scores": 2, "correlation_stats": 1, "total": 3}
@@ -744,8 +767,8 @@ def test_tables_mode_builds_statistics_and_figures_from_planted_tables(tmp_path)
     no benchmark columns) give the statistics and every figure family, without NSD or models."""
     from scipy.stats import pearsonr
 
+    from brainalign.bench.synthetic import write_tables
     from brainalign.resources import language_benchmarks, vision_benchmarks
-    from brainalign.synthetic import write_tables
 
     tables = tmp_path / "tables"
     planted = write_tables(tables, 14, 6, ["cka_28", "cka_36", "cka_68", "mutual_knn_20"], n_rois=16, seed=3,
@@ -862,7 +885,7 @@ def test_one_core_and_two_cores_give_the_same_tables(demo_run, tmp_path):
     demo's --cores 2 tables to 1e-6, and the row invariant of aggregate holds."""
     work = tmp_path / "work"
     shutil.copytree(demo_run, work, symlinks=True)  # keeps mtimes and .snakemake's records
-    # the align batches of the last checkpoint (alone) and of the 3 language models (brainalign.batches)
+    # the align batches of the last checkpoint (alone) and of the 3 language models (brainalign.alignment.batches)
     redo = {"mini_nsd_cnn@epoch8", "all-MiniLM-L6-v2+2"}
     for f in (work / "results/alignment/paper").rglob("*.parquet"):
         if f.stem in redo:

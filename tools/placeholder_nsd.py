@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainalign.nsd import NSDLayout
+from brainalign.data.nsd import NSDLayout
 
 PAPER_SUBJECTS = ("subj01", "subj02", "subj05", "subj07")
 

@@ -4,7 +4,7 @@
     python tools/synthetic_tables.py DIR --vision 20 --language 6 --rois 12 --metrics cka_28,cka_36,cka_68
 
 DIR then holds vision_all.parquet, language_all.parquet, the checkpoint tables
-(vision_trained.parquet, language_trained.parquet) and planted_scores_*.csv (see brainalign.synthetic).
+(vision_trained.parquet, language_trained.parquet) and planted_scores_*.csv (see brainalign.bench.synthetic).
 """
 
 import argparse
@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-from brainalign.synthetic import write_tables
+from brainalign.bench.synthetic import write_tables
 
 
 def main(argv=None) -> int:

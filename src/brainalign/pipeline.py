@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from brainalign.data.nsd import NSDLayout
 from brainalign.io import InputError, Progress, atomic_path, release_memory, write_csv, write_parquet
-from brainalign.models import ModelEntry, at_input_size, load_registry, lookup
-from brainalign.nsd import NSDLayout
+from brainalign.models.registry import ModelEntry, at_input_size, load_registry, lookup
 
 log = logging.getLogger("brainalign")
 
@@ -30,11 +30,11 @@ CHANCE_TOP1 = {"imagenet": 1e-3, "imagenet-a": 5e-3, "imagenet-a-clean": 5e-3, "
 
 def make_mini_nsd(root: Path, registry: Path, vision_model: str, language_model: str, seed: int = 0,
                   stage: str = "all", vision_input_size: int | None = None) -> None:
-    """Generate the mini-NSD under ``root`` (see :mod:`brainalign.mini_nsd`): ``stage`` "stimuli"
+    """Generate the mini-NSD under ``root`` (see :mod:`brainalign.data.mini_nsd`): ``stage`` "stimuli"
     (images, captions, design, responses, atlas), "brain" (volumes, betas, ncsnr, ground truth) or
     "all". ``vision_input_size``: as the features jobs (config key of that name), so the planted
     read-outs are the features the vision model gives there."""
-    from brainalign.mini_nsd import MiniNSDSpec, write_brain_release, write_stimulus_release
+    from brainalign.data.mini_nsd import MiniNSDSpec, write_brain_release, write_stimulus_release
 
     spec = MiniNSDSpec(seed=seed)
     if stage in ("stimuli", "all"):
@@ -48,7 +48,7 @@ def make_mini_nsd(root: Path, registry: Path, vision_model: str, language_model:
 
 def mini_nsd_outputs(root: str, stage: str) -> list[str]:
     """The files one stage of the mini-NSD generator writes (the brain stage: but ``ground_truth.json``)."""
-    from brainalign.mini_nsd import brain_files, stimulus_files
+    from brainalign.data.mini_nsd import brain_files, stimulus_files
 
     return [str(f) for f in (stimulus_files if stage == "stimuli" else brain_files)(Path(root))]
 
@@ -56,7 +56,7 @@ def mini_nsd_outputs(root: str, stage: str) -> list[str]:
 def write_stimuli(nsd_root: Path, subject: str, split: str, out: Path, sessions=None,
                   coco_annotations: Path | None = None) -> None:
     """One subject's stimuli (73KID ``nsd_id``, ``coco_id``, first ``caption``) as CSV."""
-    from brainalign.nsd import subject_stimuli
+    from brainalign.data.nsd import subject_stimuli
 
     write_csv(subject_stimuli(NSDLayout(nsd_root, coco_annotations), subject, split, sessions), out)
 
@@ -65,7 +65,7 @@ def ingest(nsd_root: Path, subject: str, split: str, rois, zscore_sessions: bool
            sessions=None, halves: bool = True) -> None:
     """One subject's per-ROI responses, averaged over repeats, to HDF5; with ``halves`` also the
     mean of each image's odd-numbered trials, for the split-half ceilings."""
-    from brainalign.nsd import read_roi_responses, write_brain
+    from brainalign.data.nsd import read_roi_responses, write_brain
 
     got = read_roi_responses(NSDLayout(nsd_root), subject, rois, split, zscore_sessions, sessions, halves)
     log.info("%s: %d stimuli, %d ROIs, %d with 2+ trials", subject, len(got.stim_ids), len(got.rois),
@@ -77,9 +77,9 @@ def split_half_ceilings(brain_h5: Path, metric: str, out: Path, device: str = "c
                         seed: int = 0) -> None:
     """``results/stats/split_half_ceiling/{split}/{subject}.csv``: per parcel the metric between
     the two halves of each image's trials and the ceiling it implies
-    (:func:`brainalign.ceiling.split_half_table`)."""
-    from brainalign.ceiling import split_half_table
-    from brainalign.features import resolve_device
+    (:func:`brainalign.alignment.ceiling.split_half_table`)."""
+    from brainalign.alignment.ceiling import split_half_table
+    from brainalign.models.features import resolve_device
 
     table = split_half_table(Path(brain_h5), metric, resolve_device(device), permutations, seed)
     log.info("%s: split-half ceiling of %s %.3f (median over %d parcels)", table["subject"].iloc[0], metric,
@@ -89,8 +89,8 @@ def split_half_ceilings(brain_h5: Path, metric: str, out: Path, device: str = "c
 
 def noise_ceilings(nsd_root: Path, subject: str, split: str, rois, out: Path, sessions=None) -> None:
     """``results/stats/noise_ceiling/{split}/{subject}.csv``: NSD's per-parcel noise ceiling for the
-    repeats the split averages (:func:`brainalign.nsd.parcel_noise_ceilings`)."""
-    from brainalign.nsd import parcel_noise_ceilings
+    repeats the split averages (:func:`brainalign.data.nsd.parcel_noise_ceilings`)."""
+    from brainalign.data.nsd import parcel_noise_ceilings
 
     table = parcel_noise_ceilings(NSDLayout(nsd_root), subject, rois, split, sessions)
     table.insert(0, "subject", subject)
@@ -105,7 +105,7 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
     ``stimuli_csvs[i]`` (columns nsd_id, caption) gives the stimuli of ``outs[i]`` (HDF5, float16);
     ``images_hdf5`` is NSD's ``nsd_stimuli.hdf5``.
     """
-    from brainalign.features import load_model, write_features
+    from brainalign.models.features import load_model, write_features
 
     entry = at_input_size(lookup(load_registry(registry), model, "vision_models/language_models"), vision_input_size)
     loaded = load_model(entry, device)
@@ -136,16 +136,16 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
                     permutations: int = 0, seed: int = 0, encoding: dict | None = None,
                     summary_h5: Path | None = None) -> None:
     """Every layer x ROI x metric of several models on one subject (one align batch,
-    :mod:`brainalign.batches`), to one parquet file with the models' rows one after another.
+    :mod:`brainalign.alignment.batches`), to one parquet file with the models' rows one after another.
 
     The layers of all the models are one engine call, so the ROIs' kernel blocks are formed once for
     the batch; the scores equal each model's own job. With ``nulls_out``, also each model's
     permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process.
     ``encoding``: the ridge metric's options (config key ``encoding``). ``summary_h5``: the subject's
     brain summary (:func:`brain_summary_job`), whose ROI side the engine reads instead of computing."""
-    from brainalign.features import feature_loaders, resolve_device
-    from brainalign.metrics import resolve_metrics, score_matrices
-    from brainalign.nsd import brain_loaders, brain_voxel_ceilings
+    from brainalign.alignment.metrics import resolve_metrics, score_matrices
+    from brainalign.data.nsd import brain_loaders, brain_voxel_ceilings
+    from brainalign.models.features import feature_loaders, resolve_device
 
     models = list(models)
     if len(models) != len(features_h5) or not models:
@@ -167,7 +167,7 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
                              "drop ridge_nc from config key 'metrics'")
     brain = None
     if summary_h5 is not None:
-        from brainalign.summary import read_summary
+        from brainalign.alignment.summary import read_summary
 
         brain = read_summary(summary_h5)
     try:
@@ -209,10 +209,10 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
 
 
 def brain_summary_job(brain_h5: Path, out: Path, metrics, device: str) -> None:
-    """The subject's brain summary (:mod:`brainalign.summary`) for ``metrics``, to HDF5 at ``out``."""
-    from brainalign.features import resolve_device
-    from brainalign.nsd import brain_loaders
-    from brainalign.summary import compute_summary
+    """The subject's brain summary (:mod:`brainalign.alignment.summary`) for ``metrics``, to HDF5 at ``out``."""
+    from brainalign.alignment.summary import compute_summary
+    from brainalign.data.nsd import brain_loaders
+    from brainalign.models.features import resolve_device
 
     device = resolve_device(device)
     ids, rois = brain_loaders(Path(brain_h5))
@@ -228,9 +228,9 @@ def brain_summary_job(brain_h5: Path, out: Path, metrics, device: str) -> None:
 def null_frame(ids, rois: dict, per_model: Sequence[Sequence], models: Sequence[str], subject: str, metric: str,
                permutations: int, seed: int, device: str, brain_h5) -> pd.DataFrame:
     """Per model, layer and ROI the observed ``metric`` and its permutation-null summary
-    (:mod:`brainalign.nulls`); ``per_model``: each model's layers (one engine call for all of them)."""
-    from brainalign.nulls import null_scores, summarise
-    from brainalign.nulls import permutations as shuffles
+    (:mod:`brainalign.alignment.nulls`); ``per_model``: each model's layers (one engine call for all of them)."""
+    from brainalign.alignment.nulls import null_scores, summarise
+    from brainalign.alignment.nulls import permutations as shuffles
 
     what = models[0] if len(models) == 1 else f"{models[0]} .. ({len(models)} models)"
     perms = shuffles(len(ids), permutations, seed, subject)
@@ -259,7 +259,7 @@ def null_frame(ids, rois: dict, per_model: Sequence[Sequence], models: Sequence[
 def null_stats(null_files: Sequence[Path], out: Path, parcels_out: Path) -> None:
     """``results/stats/nulls_{modality}.parquet`` (every measurement's p-values and FDR q-values)
     and ``..._parcels.csv`` (per subject, model and parcel: the fraction of significant layers)."""
-    from brainalign.nulls import null_tables
+    from brainalign.alignment.nulls import null_tables
 
     frame = pd.concat([pd.read_parquet(f) for f in null_files], ignore_index=True)
     rows, parcels = null_tables(frame)
@@ -349,7 +349,7 @@ def aggregate(alignment_files: Sequence[Path], registry: Path, out: Path) -> Non
                 batch = pd.read_parquet(f)
                 if batch.empty:
                     raise InputError(f"{f}: no rows (delete it and rerun its align job)")
-                # an align batch's file holds its models one after another (brainalign.batches)
+                # an align batch's file holds its models one after another (brainalign.alignment.batches)
                 for model in batch["src_model"].unique():
                     df = batch[batch["src_model"] == model]
                     expect = _check_job_file(f, df, expect)
@@ -378,18 +378,18 @@ def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path
     says), ``arch`` and the benchmark columns; the format of the paper's score tables (which hold
     the ``cka_*`` columns), with a column per other metric variant beside them.
 
-    Out of core (:mod:`brainalign.tables`): one aggregate query per table. Benchmark columns the
+    Out of core (:mod:`brainalign.analysis.tables`): one aggregate query per table. Benchmark columns the
     table lacks are filled from the project's benchmark tables by model name. ``check`` is the
-    table's :func:`brainalign.tables.check_table` report (made here if None); ``modality``
+    table's :func:`brainalign.analysis.tables.check_table` report (made here if None); ``modality``
     defaults to the file name's ``{modality}_all.parquet``.
     """
     from brainalign import resources as res
-    from brainalign import tables
+    from brainalign.analysis import tables
 
     con = tables.connect()
     info = tables.TableInfo.from_json(check) if check else tables.check_table(table_path, con)
     modality = modality or Path(table_path).name.split("_")[0]
-    from brainalign.metrics import METRICS
+    from brainalign.alignment.metrics import METRICS
 
     cka = sorted((m for m in info.metrics if m.startswith("cka_")), key=lambda m: int(m[4:]))
     others = [m for m in METRICS if m in info.metrics and m not in cka]
@@ -421,11 +421,11 @@ def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path
 def robustness_stats(vision_scores: Path, language_scores: Path, sigma: int, registry_files: Sequence[Path],
                      out: Path, n_resamples: int = 10_000, seed: int = 0) -> None:
     """``results/stats/robustness_sigma{S}.csv``: per (modality, benchmark) the paper's r and CIs
-    beside the sound ones (:mod:`brainalign.robustness`): Bonett-Wright Spearman CI, bootstrap
+    beside the sound ones (:mod:`brainalign.analysis.robustness`): Bonett-Wright Spearman CI, bootstrap
     and family-cluster bootstrap CIs, family-mean r, permutation p, partial r given log(params)
     and number of layers. Families come from the registry files (first file wins)."""
-    from brainalign.robustness import model_families, robustness_table
-    from brainalign.stats import LANGUAGE_TABLE_METRICS, VISION_TABLE_METRICS
+    from brainalign.analysis.robustness import model_families, robustness_table
+    from brainalign.analysis.stats import LANGUAGE_TABLE_METRICS, VISION_TABLE_METRICS
 
     col = f"cka_{sigma}"
     registry: dict[str, ModelEntry] = {}
@@ -451,9 +451,10 @@ def headline_by_metric_stats(score_files: dict[str, Path], benchmarks: dict[str,
                              seed: int = 0) -> None:
     """``results/stats/headline_by_metric.csv``: per modality and metric variant (every metric the
     model scores hold), the pooled brain score's correlation with the modality's headline benchmark
-    (``benchmarks[modality]``) with the robustness columns (:func:`brainalign.robustness.headline_by_metric`)."""
-    from brainalign.metrics import METRICS
-    from brainalign.robustness import headline_by_metric, model_families
+    (``benchmarks[modality]``) with the robustness columns
+    (:func:`brainalign.analysis.robustness.headline_by_metric`)."""
+    from brainalign.alignment.metrics import METRICS
+    from brainalign.analysis.robustness import headline_by_metric, model_families
 
     registry: dict[str, ModelEntry] = {}
     for path in reversed([Path(p) for p in registry_files]):
@@ -476,7 +477,7 @@ def headline_by_metric_stats(score_files: dict[str, Path], benchmarks: dict[str,
 
 def paper_model_scores(modality: str, out: Path) -> None:
     """The paper's own per-model scores (precomputed mode), as shipped with the package."""
-    from brainalign.stats import load_paper_scores
+    from brainalign.analysis.stats import load_paper_scores
 
     df = load_paper_scores(modality)
     df["pooling"] = "paper (published per-model scores)"
@@ -485,7 +486,7 @@ def paper_model_scores(modality: str, out: Path) -> None:
 
 def correlation_stats(vision_scores: Path, language_scores: Path, sigma: int, out: Path, numeric_out: Path) -> None:
     """The paper's headline statistics table for kernel size ``sigma`` (``results/stats/``)."""
-    from brainalign.stats import format_table, paper_table
+    from brainalign.analysis.stats import format_table, paper_table
 
     col = f"cka_{sigma}"
     vision, language = pd.read_csv(vision_scores), pd.read_csv(language_scores)

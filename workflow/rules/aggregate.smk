@@ -112,7 +112,7 @@ rule robustness:
 
 
 # Does the headline survive the metric? Per modality and metric variant, the pooled brain score
-# against the headline benchmark with the robustness columns (brainalign.robustness.headline_by_metric).
+# against the headline benchmark with the robustness columns (brainalign.analysis.robustness.headline_by_metric).
 rule headline_by_metric:
     input:
         **{mod: f"{RESULTS}/stats/model_scores_{mod}.csv" for mod in score_modalities()},

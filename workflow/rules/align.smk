@@ -1,5 +1,5 @@
 # The brain's side of alignment, once per subject: the ROIs' neighbour lists, CKNNA's own sums and the
-# kernels' centring, row sums and self products (brainalign.summary), read by every align job of the
+# kernels' centring, row sums and self products (brainalign.alignment.summary), read by every align job of the
 # subject. Changing the metrics reruns it (and the align jobs); adding a model reruns neither.
 rule brain_summary:
     input:
@@ -22,7 +22,7 @@ rule brain_summary:
 
 
 # Alignment: one job per (subject, batch of models): every layer of the batch's models x ROI x metric,
-# the ROIs' kernel blocks formed once for the batch (config key align_batch; brainalign.batches). With
+# the ROIs' kernel blocks formed once for the batch (config key align_batch; brainalign.alignment.batches). With
 # null_permutations > 0 the same job also writes the permutation nulls of the headline metric (the
 # brain's stimulus order shuffled, the same shuffles for every parcel and model of a subject): the data
 # are read once and no second job pays the start-up.
@@ -62,7 +62,7 @@ rule align:
 
 
 # Split-half ceilings: per subject and parcel, the headline metric between the two halves of each
-# image's trials, and the ceiling it implies (brainalign.ceiling).
+# image's trials, and the ceiling it implies (brainalign.alignment.ceiling).
 rule split_half_ceiling:
     input:
         f"{RESULTS}/brain/{{split}}/{{subject}}.h5",

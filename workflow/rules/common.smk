@@ -7,10 +7,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from brainalign.io import InputError
-from brainalign.metrics import resolve_metrics
-from brainalign.models import at_input_size, load_registry, select_models
+from brainalign.alignment.metrics import resolve_metrics
+from brainalign.models.registry import at_input_size, load_registry, select_models
 from brainalign.plan import FIGURE_EXTS, Plan, figure_stems
-from brainalign.nsd import BRAIN_FORMAT, NSDLayout
+from brainalign.data.nsd import BRAIN_FORMAT, NSDLayout
 
 DEFAULT_MINI_NSD = "results/mini_nsd"
 # tables mode: start from measurement tables in the paper's schema (its vision_all.parquet ...)
@@ -96,7 +96,7 @@ ALL_MODELS = MODELS["vision"] + MODELS["language"]
 def _tables_mode():
     """Tables mode: which of DIR's tables exist (schemas checked from their footers, at once) and
     the metrics they hold."""
-    from brainalign.tables import check_schema, connect, table_metrics
+    from brainalign.analysis.tables import check_schema, connect, table_metrics
 
     if SCORES_FROM == "paper":
         _fail("config keys 'tables_from' and 'scores_from: paper' exclude each other (use one)")
@@ -261,11 +261,11 @@ ALIGN_BATCH_RECORD = f"{RESULTS}/alignment/{SPLIT}/batches.json"
 
 
 def _align_batches():
-    """Which models share an align job (brainalign.batches): the recorded batches that have started, the
+    """Which models share an align job (brainalign.alignment.batches): the recorded batches that have started, the
     models in none of them chunked by config key 'align_batch'; recorded beside the alignment files."""
     if TABLES_FROM or SCORES_FROM == "paper":
         return {mod: {} for mod in MODELS}
-    from brainalign.batches import batch_id, plan_batches, read_record
+    from brainalign.alignment.batches import batch_id, plan_batches, read_record
 
     def started(batch):
         return any(os.path.exists(f"{RESULTS}/alignment/{SPLIT}/{s}/{batch}.parquet") for s in SUBJECTS)
@@ -284,7 +284,7 @@ BATCH_MEMBERS = {bid: members for groups in ALIGN_BATCHES.values() for bid, memb
 def record_align_batches():
     """Record the batches when jobs start (onstart: not in a dry-run, nor in a job's own process), so
     a batch that has begun keeps its models whatever is selected later."""
-    from brainalign.batches import write_record
+    from brainalign.alignment.batches import write_record
 
     if BATCH_MEMBERS:
         try:
@@ -325,8 +325,8 @@ def _fit_metrics():
     a placeholder tree): all of them (the stimuli job reports a broken design itself)."""
     if TABLES_FROM or SCORES_FROM == "paper" or not os.path.exists(LAYOUT.expdesign):
         return METRICS
-    from brainalign.metrics import fit_metrics
-    from brainalign.nsd import stimulus_count
+    from brainalign.alignment.metrics import fit_metrics
+    from brainalign.data.nsd import stimulus_count
 
     try:
         counts = {s: stimulus_count(LAYOUT, s, SPLIT, SESSIONS) for s in SUBJECTS}

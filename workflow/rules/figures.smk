@@ -1,5 +1,5 @@
 # Figures: each family is its own target (PNG + PDF + the CSV of the numbers behind it), drawn by
-# brainalign.figure_stages; `snakemake --report` collects the PNGs with their captions.
+# brainalign.figures.stages; `snakemake --report` collects the PNGs with their captions.
 
 FIGURE_PARAMS = {
     "metric": ANALYSIS["metric"],
@@ -110,7 +110,7 @@ for _family in ("consistency", "metrics", "layers", "kernel_size", "umap"):
             "../../scripts/figure.py"
 
 
-# Brain maps: per-ROI values on fsaverage5 through NSD's HCP-MMP1 annotation (brainalign.brainmap);
+# Brain maps: per-ROI values on fsaverage5 through NSD's HCP-MMP1 annotation (brainalign.figures.brainmap);
 # kind = the headline metric's per-ROI score, the score as a fraction of its split-half ceiling
 # (normalised), or the kernel-size change.
 rule figure_brain_map:
@@ -168,7 +168,7 @@ TRAJECTORY_PARAMS = {
 }
 
 
-# Lead-lag of alignment and performance per training run (brainalign.leadlag).
+# Lead-lag of alignment and performance per training run (brainalign.analysis.leadlag).
 rule trajectory_leadlag:
     input:
         unpack(trajectory_inputs),

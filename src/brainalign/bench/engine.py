@@ -1,9 +1,9 @@
 """Benchmark: the alignment engine against the per-pair algorithm as the paper runs it.
 
-    python -m brainalign.bench [--device cpu|cuda] [--n 1000] [--layers 12] [--dim 768]
+    python -m brainalign.bench.engine [--device cpu|cuda] [--n 1000] [--layers 12] [--dim 768]
                                [--rois 180] [--voxels 500] [--pairs 2]
-    python -m brainalign.bench --paper-job [--device cpu|cuda] [--max-bytes GB] [--metrics all]
-    python -m brainalign.bench --paper-job --families [--device cpu|cuda]
+    python -m brainalign.bench.engine --paper-job [--device cpu|cuda] [--max-bytes GB] [--metrics all]
+    python -m brainalign.bench.engine --paper-job --families [--device cpu|cuda]
 
 Prints, side by side from one run on the same data, seconds per measurement
 for each metric family and for all 27 variants together, and their ratio.
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from brainalign.metrics import CKA_SIGMAS, CKNNA_K, CYCLE_KNN_K, METRICS, MUTUAL_KNN_K, score_matrices
+from brainalign.alignment.metrics import CKA_SIGMAS, CKNNA_K, CYCLE_KNN_K, METRICS, MUTUAL_KNN_K, score_matrices
 
 FAMILIES = {
     "cka": [f"cka_{s}" for s in CKA_SIGMAS],
@@ -143,7 +143,7 @@ def bench_extraction(device: str, n_images: int = 64, repeats: int = 3) -> None:
     import torch
     from PIL import Image
 
-    from brainalign.features import (
+    from brainalign.models.features import (
         build_language_model,
         build_vision_model,
         extract_language,
@@ -151,7 +151,7 @@ def bench_extraction(device: str, n_images: int = 64, repeats: int = 3) -> None:
         render_prompt,
         vision_transform,
     )
-    from brainalign.models import ModelEntry
+    from brainalign.models.registry import ModelEntry
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(n_images, 160, 160, 3), dtype=np.uint8)
@@ -207,7 +207,7 @@ def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: in
     Returns ``{phase: (flops, bytes, precision)}``: Gram rows (float64, both passes), top-k
     (reading the Gram rows), distances, kernels (read distances, write, centre, two sums;
     one exp an entry), the float32 CKA products, and the neighbour gathers. ``summary``: the job
-    reads the ROIs' side from a brain summary (:mod:`brainalign.summary`): the ROIs' Gram rows
+    reads the ROIs' side from a brain summary (:mod:`brainalign.alignment.summary`): the ROIs' Gram rows
     once (float32, for the kernel blocks), no top-k of theirs, mutual_knn as ``mutual_ks`` float32
     products of the 0/1 masks (counted under products). With ``layers = 0`` and ``summary``: the
     summary job itself (the ROIs' side alone, both passes, kernels' sums).
@@ -252,7 +252,7 @@ def h100_projection(counts: dict) -> dict[str, float]:
 def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_out: str | None = None,
               summary_out: str | None = None, brain_path: str | None = None, models: int = 1) -> None:
     """One (subject, model) job at paper size, features generated per representation on demand;
-    ``metrics``: comma-separated names (:func:`brainalign.metrics.resolve_metrics`). ``json_out``:
+    ``metrics``: comma-separated names (:func:`brainalign.alignment.metrics.resolve_metrics`). ``json_out``:
     also write wall time, peak RSS and phase seconds there. ``summary_out``: compute the ROIs'
     brain summary instead and write it there; ``brain_path``: the job reads that summary, for
     ``models`` models of 12 layers at once."""
@@ -281,7 +281,7 @@ def paper_job(device: str, max_bytes: float | None, metrics: str = "all", json_o
         return
     brain = None
     if brain_path:
-        from brainalign.summary import read_summary
+        from brainalign.alignment.summary import read_summary
 
         brain = read_summary(brain_path)
     print(f"paper-size job on {device} ({torch.cuda.get_device_name(0) if device.startswith('cuda') else 'CPU'}, "
@@ -348,7 +348,7 @@ def summary_job(rois, device: str, max_bytes: float | None, metrics: str, out: s
     import os
     import resource
 
-    from brainalign.summary import compute_summary
+    from brainalign.alignment.summary import compute_summary
 
     _sync(device)
     t = time.perf_counter()
@@ -416,7 +416,7 @@ def depth(device: str) -> None:
 
     import h5py
 
-    from brainalign.summary import compute_summary, write_summary
+    from brainalign.alignment.summary import compute_summary, write_summary
 
     c = DEPTH_JOB
     with tempfile.TemporaryDirectory() as tmp:
@@ -459,8 +459,8 @@ def depth_run(tmp: str, device: str, max_bytes: float, json_out: str) -> None:
 
     import h5py
 
+    from brainalign.alignment.summary import read_summary
     from brainalign.io import h5_loader, proc_bytes
-    from brainalign.summary import read_summary
 
     c = DEPTH_JOB
     _, rois = _depth_rois()
@@ -487,7 +487,7 @@ FAMILY_SETS = [  # (label, metrics) of --paper-job --families
 
 def paper_families(device: str, max_bytes: float | None) -> None:
     """The paper-size job per metric set, each in a fresh process, side by side; then
-    rsa_spearman from one representation's ranking (:func:`brainalign.rsa.bench_rsa_spearman`)."""
+    rsa_spearman from one representation's ranking (:func:`brainalign.alignment.rsa.bench_rsa_spearman`)."""
     import json
     import subprocess
     import sys
@@ -497,13 +497,13 @@ def paper_families(device: str, max_bytes: float | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, metrics in FAMILY_SETS:
             out = f"{tmp}/{len(rows)}.json"
-            cmd = [sys.executable, "-m", "brainalign.bench", "--paper-job", "--device", device, "--metrics", metrics,
-                   "--json", out] + (["--max-bytes", str(max_bytes)] if max_bytes else [])
+            cmd = [sys.executable, "-m", "brainalign.bench", "--paper-job", "--device", device, "--metrics",
+                   metrics, "--json", out] + (["--max-bytes", str(max_bytes)] if max_bytes else [])
             print(f"\n=== {label}: {' '.join(cmd[1:])}", flush=True)
             subprocess.run(cmd, check=True)
             with open(out) as f:
                 rows.append((label, json.load(f)))
-    from brainalign.rsa import bench_rsa_spearman
+    from brainalign.alignment.rsa import bench_rsa_spearman
 
     print("\n=== rsa_spearman: one representation ranked at paper size, the job projected", flush=True)
     spear = bench_rsa_spearman()
@@ -613,15 +613,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if not a.skip_baseline:
         amortised(layers, rois, rows["all 27"][1], pairs, dev, a.models)
-    print("\na whole job at paper size, measured: python -m brainalign.bench --paper-job [--device cuda]")
+    print("\na whole job at paper size, measured: python -m brainalign.bench.engine --paper-job [--device cuda]")
 
 
 def amortised(layers, rois, base: float, pairs: int, device: str, models: int) -> None:
-    """All 27 with the ROIs' side computed once (:mod:`brainalign.summary`) and reused: per measurement,
+    """All 27 with the ROIs' side computed once (:mod:`brainalign.alignment.summary`) and reused: per measurement,
     the summary's time shared by 1 model and by ``models`` models (scored in one job of
     ``models`` x the layers), against the per-pair baseline ``base`` (seconds per measurement)."""
-    from brainalign.metrics import resolve_metrics
-    from brainalign.summary import compute_summary
+    from brainalign.alignment.metrics import resolve_metrics
+    from brainalign.alignment.summary import compute_summary
 
     names = [s.name for s in resolve_metrics("all")]
     _sync(device)

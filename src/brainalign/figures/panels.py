@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from brainalign.analysis import POOLINGS
+from brainalign.analysis.reference import POOLINGS
+from brainalign.analysis.stats import correlate
 from brainalign.io import atomic_path, write_csv
-from brainalign.stats import correlate
 
 ARCH_COLOURS = {"CNN": "tab:blue", "Transformer": "tab:orange", "Hybrid": "tab:green"}
 
@@ -360,7 +360,7 @@ def trajectory_figure(traj: pd.DataFrame, metric: str, png: Path, pdf: Path, csv
                       leadlag: pd.DataFrame | None = None) -> pd.DataFrame:
     """Brain score (with 95% CI) and task performance vs training progress, one panel per run (family 9).
 
-    ``traj`` is :func:`brainalign.analysis.trajectory`'s table plus ``x_label`` and
+    ``traj`` is :func:`brainalign.analysis.reference.trajectory`'s table plus ``x_label`` and
     ``performance_label`` per row. Both curves are also shown as a fraction of their final value
     (the paper's point: alignment rises before performance), in the CSV as ``*_rel``. With
     ``leadlag`` (``results/stats/trajectory_leadlag.csv``) a second row of panels shows each curve

@@ -62,7 +62,7 @@ def metric_correlation(table: pd.DataFrame, metrics: list[str] | None = None) ->
     Spearman's rho (pandas' pairwise-complete Spearman). Metrics in ``metrics`` order (default: the
     registry's order of those present).
     """
-    from brainalign.metrics import METRICS
+    from brainalign.alignment.metrics import METRICS
 
     present = set(table["metric"].unique())
     order = [m for m in (metrics or list(METRICS)) if m in present]

@@ -1,0 +1,258 @@
+"""Per-parcel values painted on the fsaverage5 cortical surface.
+
+Atlas. NSD ships the HCP-MMP1 parcellation on FreeSurfer's fsaverage as
+``nsddata/freesurfer/fsaverage/label/{lh,rh}.HCP_MMP1.mgz`` (163,842 values per
+hemisphere: 0 unlabelled, 1..180 the parcel index of ``HCP_MMP1.mgz.ctab``).
+
+Projection to fsaverage5. fsaverage is an icosahedral mesh built by nested
+subdivision, so its first 10,242 vertices *are* the fsaverage5 vertices (same
+positions, same order); an fsaverage annotation is therefore reduced to
+fsaverage5 by keeping its first 10,242 values (nearest-vertex decimation, no
+resampling). A file that already holds 10,242 values is used as is; any other
+length is an :class:`~brainalign.io.InputError`.
+
+Mini-NSD atlas. :func:`write_mini_atlas` paints the mini-NSD parcels with a
+stated rule: each parcel has a hard-coded approximate centre in MNI-like
+coordinates (:data:`MINI_CENTRES`, left hemisphere; x is mirrored for the right),
+snapped to the nearest vertex of the fsaverage5 pial surface; a vertex belongs
+to the nearest centre when its great-circle distance on the registration sphere
+(radius 100 mm) is at most :data:`MINI_RADIUS_MM`, else it is unlabelled (0).
+Discs on the sphere are compact patches on the inflated surface (distance on the
+folded pial surface would jump across sulci). The files have the real release's
+length (163,842 values); only the first 10,242 (the fsaverage5 vertices) are
+painted, the rest are 0.
+
+Values are per parcel name; both hemispheres get the same value (the project
+merges hemispheres per parcel name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from brainalign.io import InputError, atomic_path, require_file
+
+FSAVERAGE5_VERTICES = 10242
+FSAVERAGE_VERTICES = 163842
+HEMIS = ("lh", "rh")
+FIX_ATLAS = ("download nsddata/freesurfer/fsaverage/label/{lh,rh}.HCP_MMP1.mgz and HCP_MMP1.mgz.ctab "
+             "from the NSD release")
+
+# Approximate centres (mm, MNI-like, left hemisphere) of the mini-NSD parcels.
+MINI_CENTRES: dict[str, tuple[float, float, float]] = {
+    "V1": (-8, -90, 2),  # calcarine sulcus
+    "V2": (-12, -84, 22),  # cuneus, dorsal to V1
+    "V3": (-22, -90, 14),  # dorsal occipital
+    "V4": (-30, -80, -10),  # ventral occipital
+    "LO1": (-38, -84, 4),  # lateral occipital
+    "PIT": (-44, -72, -10),  # posterior inferotemporal
+    "FFC": (-38, -54, -18),  # fusiform gyrus
+    "TE2a": (-58, -22, -22),  # anterior inferior temporal gyrus
+    "TGv": (-36, 8, -38),  # ventral temporal pole
+    "55b": (-48, -2, 44),  # premotor, language network
+    "OFC": (-24, 30, -16),  # orbitofrontal cortex
+    "4": (-36, -24, 58),  # primary motor cortex (hand knob)
+}
+MINI_RADIUS_MM = 14.0
+VIEWS = ("lateral", "medial", "ventral")
+
+
+@dataclass(frozen=True)
+class SurfaceAtlas:
+    """Parcel id of every fsaverage5 vertex per hemisphere, and the id -> name table."""
+
+    lh: np.ndarray
+    rh: np.ndarray
+    names: dict[int, str]
+
+    def labels(self, hemi: str) -> np.ndarray:
+        """Parcel ids of ``hemi`` ('lh' or 'rh'), shape (10242,)."""
+        return {"lh": self.lh, "rh": self.rh}[hemi]
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    path = require_file(path, "HCP-MMP1 surface annotation", FIX_ATLAS)
+    try:
+        data = np.asarray(nib.load(path).dataobj).reshape(-1)
+    except Exception as e:  # not a readable image
+        raise InputError(f"{path}: not a readable .mgz annotation ({e}); {FIX_ATLAS}") from e
+    if data.size == FSAVERAGE_VERTICES:
+        data = data[:FSAVERAGE5_VERTICES]  # fsaverage's first 10242 vertices are fsaverage5
+    elif data.size != FSAVERAGE5_VERTICES:
+        raise InputError(
+            f"{path}: {data.size} values, expected {FSAVERAGE_VERTICES} (fsaverage) or "
+            f"{FSAVERAGE5_VERTICES} (fsaverage5); use NSD's fsaverage HCP_MMP1.mgz"
+        )
+    return np.round(data).astype(np.int64)
+
+
+def load_atlas(lh: Path, rh: Path, ctab: Path) -> SurfaceAtlas:
+    """HCP-MMP1 on fsaverage5 from NSD's ``{lh,rh}.HCP_MMP1.mgz`` and ``HCP_MMP1.mgz.ctab``."""
+    from brainalign.data.nsd import read_parcel_table
+
+    table = read_parcel_table(Path(ctab))
+    names = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True)}
+    return SurfaceAtlas(lh=_read_labels(Path(lh)), rh=_read_labels(Path(rh)), names=names)
+
+
+@lru_cache
+def _fsaverage5() -> dict:
+    """fsaverage5 meshes and sulcal depth (bundled with nilearn, no download)."""
+    from nilearn import datasets
+
+    fs = datasets.load_fsaverage("fsaverage5")
+    sulc = datasets.load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal")
+    out = {}
+    for hemi, part in (("lh", "left"), ("rh", "right")):
+        out[hemi] = {
+            "pial": np.asarray(fs["pial"].parts[part].coordinates, dtype=np.float64),
+            "sphere": np.asarray(fs["sphere"].parts[part].coordinates, dtype=np.float64),
+            "inflated": (np.asarray(fs["inflated"].parts[part].coordinates, dtype=np.float64),
+                         np.asarray(fs["inflated"].parts[part].faces)),
+            "sulc": np.asarray(sulc.data.parts[part], dtype=np.float64).reshape(-1),
+        }
+    return out
+
+
+def pial_coordinates(hemi: str) -> np.ndarray:
+    """fsaverage5 pial vertex coordinates of ``hemi`` ('lh' or 'rh'), mm, shape (10242, 3)."""
+    return _fsaverage5()[hemi]["pial"].copy()
+
+
+def paint_parcels(hemi: str, ids_by_name: Mapping[str, int]) -> np.ndarray:
+    """Parcel id of each fsaverage5 vertex of ``hemi`` under the mini-NSD rule (see module doc)."""
+    unknown = [n for n in ids_by_name if n not in MINI_CENTRES]
+    if unknown:
+        raise ValueError(f"no approximate centre for parcel(s) {unknown}; known: {list(MINI_CENTRES)}")
+    surf = _fsaverage5()[hemi]
+    pial, sphere = surf["pial"], surf["sphere"]
+    unit = sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+    sign = np.array([1.0 if hemi == "lh" else -1.0, 1.0, 1.0])
+    names = list(ids_by_name)
+    centres = [int(np.argmin(np.linalg.norm(pial - np.array(MINI_CENTRES[n]) * sign, axis=1))) for n in names]
+    dist = np.arccos(np.clip(unit @ unit[centres].T, -1.0, 1.0)) * 100.0  # mm on the 100-mm sphere
+    nearest = dist.argmin(axis=1)
+    ids = np.array([ids_by_name[n] for n in names], dtype=np.int32)
+    out = np.where(dist.min(axis=1) <= MINI_RADIUS_MM, ids[nearest], 0).astype(np.int32)
+    return out
+
+
+def write_mini_atlas(layout, parcel_names_by_id: Mapping[int, str]) -> tuple[Path, Path]:
+    """Write ``{lh,rh}.HCP_MMP1.mgz`` of the mini-NSD to ``layout.fsaverage_labels(hemi)``.
+
+    ``layout`` is a :class:`brainalign.data.nsd.NSDLayout`; ``parcel_names_by_id`` the
+    parcels to paint (names must be in :data:`MINI_CENTRES`). Each file holds
+    163,842 int32 values (fsaverage), of which the first 10,242 are painted.
+    """
+    import nibabel as nib
+
+    ids_by_name = {str(n): int(i) for i, n in parcel_names_by_id.items()}
+    paths = []
+    for hemi in HEMIS:
+        full = np.zeros(FSAVERAGE_VERTICES, dtype=np.int32)
+        full[:FSAVERAGE5_VERTICES] = paint_parcels(hemi, ids_by_name)
+        path = Path(layout.fsaverage_labels(hemi))
+        with atomic_path(path, suffix=".mgz") as tmp:
+            nib.save(nib.MGHImage(full.reshape(-1, 1, 1), np.eye(4)), tmp)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def roi_vertex_values(atlas: SurfaceAtlas, values: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex float arrays (lh, rh) on fsaverage5: the value of the vertex's parcel, NaN elsewhere.
+
+    NaN where the vertex is unlabelled (0) or its parcel has no (or a NaN) value.
+    A name that is not in the atlas's label table is an :class:`InputError`.
+    """
+    id_of = {name: i for i, name in atlas.names.items()}
+    unknown = [n for n in values if n not in id_of]
+    if unknown:
+        raise InputError(f"parcel(s) {unknown} not in the HCP-MMP1 label table (e.g. {list(id_of)[:3]})")
+    out = []
+    for hemi in HEMIS:
+        labels = atlas.labels(hemi)
+        lut = np.full(max(int(labels.max(initial=0)), max(atlas.names, default=0)) + 1, np.nan)
+        for name, v in values.items():
+            lut[id_of[name]] = float(v)
+        vert = np.full(labels.shape, np.nan)
+        ok = labels > 0
+        vert[ok] = lut[labels[ok]]
+        out.append(vert)
+    return out[0], out[1]
+
+
+def _colour_limits(lh: np.ndarray, rh: np.ndarray, symmetric: bool) -> tuple[float, float]:
+    both = np.concatenate([lh, rh])
+    both = both[np.isfinite(both)]
+    if both.size == 0:
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    if symmetric:
+        m = float(np.abs(both).max()) or 1.0
+        return -m, m
+    lo, hi = float(both.min()), float(both.max())
+    if lo == hi:
+        pad = abs(lo) * 0.05 or 1.0
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+def plot_brain_map(values: Mapping[str, float], atlas: SurfaceAtlas, png: Path, pdf: Path, title: str,
+                   label: str, cmap: str = "viridis", symmetric: bool = False) -> None:
+    """Per-parcel ``values`` on the inflated fsaverage5 surface: lateral, medial, ventral views of both hemispheres.
+
+    Parcels without a value show the sulcal-depth background; one shared colour
+    bar labelled ``label`` (symmetric around 0 when ``symmetric``). Writes ``png``
+    (150 dpi) and ``pdf`` atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+    from nilearn import plotting
+
+    surf = _fsaverage5()
+    maps = dict(zip(HEMIS, roi_vertex_values(atlas, values), strict=True))
+    vmin, vmax = _colour_limits(maps["lh"], maps["rh"], symmetric)
+    colours = plt.get_cmap(cmap)
+
+    fig = plt.figure(figsize=(9.0, 5.8))
+    col_w, row_h, top = 1 / 3, 0.38, 0.92  # two rows of 3D axes; colour bar below them
+    for r, hemi in enumerate(HEMIS):
+        sulc = surf[hemi]["sulc"]
+        span = np.ptp(sulc) or 1.0
+        bg = 0.25 + 0.3 * (sulc - sulc.min()) / span  # light grey gyri, mid grey sulci
+        for c, view in enumerate(VIEWS):
+            ax = fig.add_axes((c * col_w, top - (r + 1) * row_h, col_w, row_h), projection="3d")
+            plotting.plot_surf(
+                surf[hemi]["inflated"], surf_map=maps[hemi], bg_map=bg,
+                hemi="left" if hemi == "lh" else "right", view=view, engine="matplotlib",
+                cmap=colours, colorbar=False, vmin=vmin, vmax=vmax, axes=ax, figure=fig,
+            )
+            ax.set_box_aspect(None, zoom=1.4)  # the mesh fills its panel
+            for coll in ax.collections:
+                coll.set_rasterized(True)  # keeps the PDF small
+            side = "left" if hemi == "lh" else "right"
+            name = f"{side} {view}" + (" (anterior at left)" if view == "ventral" else "")
+            ax.text2D(0.5, 0.97, name, transform=ax.transAxes, ha="center", va="top", fontsize=9)
+    fig.suptitle(title, y=0.985, fontsize=12)
+    cax = fig.add_axes((0.3, 0.13, 0.4, 0.03))
+    bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colours), cax=cax, orientation="horizontal")
+    bar.ax.xaxis.set_major_locator(MaxNLocator(nbins=5, symmetric=symmetric))  # labels never collide
+    bar.ax.tick_params(labelsize=9)
+    bar.set_label(label)
+    try:
+        for path, fmt in ((Path(png), "png"), (Path(pdf), "pdf")):
+            with atomic_path(path, suffix=f".{fmt}") as tmp:
+                fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", pad_inches=0.1)
+    finally:
+        plt.close(fig)
