@@ -131,6 +131,15 @@ def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metri
                     summary_h5=summary_h5)
 
 
+def _model_rows(models: Sequence[str], per_model: Sequence[Sequence]):
+    """Each model of a batch with its layers and its rows (a slice) in the engine's output, whose
+    sources are the models' layers one model after another."""
+    start = 0
+    for model, model_layers in zip(models, per_model, strict=True):
+        yield model, model_layers, slice(start, start + len(model_layers))
+        start += len(model_layers)
+
+
 def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequence[str], subject: str, metrics,
                     device: str, out: Path, nulls_out: Path | None = None, null_metric: str = "cka_36",
                     permutations: int = 0, seed: int = 0, encoding: dict | None = None,
@@ -179,10 +188,8 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
     finally:
         if brain is not None:
             brain.close()
-    frames, start = [], 0
-    for model, model_layers in zip(models, per_model, strict=True):
-        rows = slice(start, start + len(model_layers))
-        start = rows.stop
+    frames = []
+    for model, model_layers, rows in _model_rows(models, per_model):
         nan = int(sum(np.isnan(m[rows]).sum() for m in mats.values()))
         if nan:
             log.warning("%s on %s: %d of %d measurements are NaN (a constant layer or parcel); they stay NaN in "
@@ -243,10 +250,8 @@ def null_frame(ids, rois: dict, per_model: Sequence[Sequence], models: Sequence[
     summary = summarise(observed, null)
     log.info("%s on %s: %d permutations, %d of %d measurements with p_perm = 1/(1+P)", what, subject,
              permutations, int((summary["n_exceed"] == 0).sum()), observed.size)
-    frames, start = [], 0
-    for model, model_layers in zip(models, per_model, strict=True):
-        rows = slice(start, start + len(model_layers))
-        start = rows.stop
+    frames = []
+    for model, model_layers, rows in _model_rows(models, per_model):
         frames.append(pd.DataFrame({
             "src_model": model, "tgt_model": subject, "metric": metric,
             "src_feature": np.repeat(np.arange(len(model_layers)), len(rois)),
