@@ -25,12 +25,15 @@ demo: venv
 	echo "tables:  results/tables/vision_all.parquet results/tables/language_all.parquet" && \
 	echo "figures: results/figures/performance/brain_score_vs_benchmark.{png,pdf,csv}"
 
+# Two pytest workers (TEST_WORKERS=0: one process); the demo run the workflow tests read starts in the
+# background at collection and builds while the unit tests run (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q -rs --durations=15
+	$(BIN)/python -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadgroup
 
 # Unit tests only (no Snakemake runs, no SLURM): the edit loop.
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not workflow and not slurm"
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm" -n $(TEST_WORKERS) --dist loadgroup
 
 # Static checks, run by CI before the tests: ruff (rule set in pyproject.toml), snakefmt, Snakemake's
 # linter, the conda envs' pins against requirements.txt, and a strict build of the documentation (a broken

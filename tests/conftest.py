@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,80 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped where BRAINALIGN_NO_SKIPS=1 (CI): {reason}"
+
+
+def _xdist_group(item) -> str | None:
+    """The group a test runs in under ``pytest -n`` (``make test``: two workers, ``--dist loadgroup``).
+
+    The SLURM tests share one cluster per module; tests that share a module-scoped fixture stay together
+    too, so that fixture (e.g. a precomputed-mode run) is built once, not once per worker. The demo's
+    tests are not grouped: the demo is built once for every worker (:func:`demo_run`) and read only."""
+    if item.get_closest_marker("slurm"):
+        return "slurm"
+    info = getattr(item, "_fixtureinfo", None)
+    for name in item.fixturenames:
+        defs = info.name2fixturedefs.get(name) if info else None
+        if defs and defs[-1].scope == "module":
+            return item.module.__name__
+    return None
+
+
+def _shared_dir(config) -> Path:
+    """A directory every process of this pytest run shares (xdist workers' base temps are its children)."""
+    base = config._tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Tests of the finished demo last (a stable sort: each module keeps its order), and the demo started
+    in the background when the selected tests (after ``-k``/``-m``) hold one, so it builds while the
+    other tests run."""
+    groups = {item: _xdist_group(item) for item in items}
+    for item, group in groups.items():
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+            if config.getoption("loadgroup", default=False) and hasattr(item, "_id"):
+                # pytest 9.2's node ids live in ``_id``, where pytest-xdist 3.8's ``_nodeid`` suffix no longer
+                # reaches: carry the group in the id as xdist's own hook would (``<nodeid>@<group>``)
+                from _pytest.nodes import NodeId
+
+                item._id = NodeId.parse(f"{item.nodeid}@{group}")
+    items.sort(key=lambda item: "demo_run" in item.fixturenames)
+    if (any("demo_run" in item.fixturenames for item in items) and not os.environ.get("BRAINALIGN_DEMO_RUN")
+            and not config.option.collectonly):
+        _start_demo(_shared_dir(config), config)
+
+
+_DEMO_PROC: list = []
+
+
+def _start_demo(shared: Path, config) -> None:
+    """Start the demo run (``snakemake --cores 2`` on a copy of the workflow) in ``shared/demo`` unless a
+    process of this pytest run already did; ``shared/demo.rc`` holds its exit status when it ends."""
+    import fcntl
+
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / "demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (shared / "demo").exists():
+            return
+        work = copy_workflow(shared / "demo")
+    cmd = (f"{SNAKEMAKE} --cores 2 > {shared / 'demo.log'} 2>&1; echo $? > {shared / 'demo.rc.tmp'} && "
+           f"mv {shared / 'demo.rc.tmp'} {shared / 'demo.rc'}")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    _DEMO_PROC.append(subprocess.Popen(["bash", "-c", cmd], cwd=work, env=env, start_new_session=True))
+
+
+def pytest_unconfigure(config):
+    """The process that started the demo waits for it (another worker may still need it), unless the
+    run was interrupted."""
+    for proc in _DEMO_PROC:
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -58,15 +134,27 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory) -> Path:
-    """One complete run of the default workflow (mini-NSD, 2 cores). ``BRAINALIGN_DEMO_RUN=DIR`` reuses
-    a finished run in DIR (the edit loop; tests copy it before changing anything)."""
+def demo_run(request) -> Path:
+    """One complete run of the default workflow (mini-NSD, 2 cores), shared by every test and every xdist
+    worker and read only (a test that changes it works on a copy). It is started in the background at
+    collection (:func:`pytest_collection_modifyitems`); this waits for it. ``BRAINALIGN_DEMO_RUN=DIR``
+    reuses a finished run in DIR (the edit loop)."""
     reuse = os.environ.get("BRAINALIGN_DEMO_RUN")
     if reuse:
         work = Path(reuse)
         if not (work / "results/tables/vision_all.parquet").is_file():
             raise pytest.UsageError(f"BRAINALIGN_DEMO_RUN={reuse}: not a finished demo run (no results/tables)")
         return work
-    work = copy_workflow(tmp_path_factory.mktemp("demo"))
-    snakemake(work, "--cores", "2")
-    return work
+    shared = _shared_dir(request.config)
+    if not (shared / "demo").exists():  # a test selected after collection (e.g. by a plugin): start it now
+        _start_demo(shared, request.config)
+    deadline = time.monotonic() + 2400
+    while not (shared / "demo.rc").exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the demo run did not finish in 40 min: {shared / 'demo.log'}")
+        time.sleep(2)
+    rc = (shared / "demo.rc").read_text().strip()
+    if rc != "0":
+        log = (shared / "demo.log").read_text()
+        raise AssertionError(f"the demo run failed (exit {rc}):\n{log[-4000:]}")
+    return shared / "demo"

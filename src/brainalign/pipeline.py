@@ -6,6 +6,7 @@ inputs, outputs and params; users can call them directly too.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,8 +110,16 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
 
     entry = at_input_size(lookup(load_registry(registry), model, "vision_models/language_models"), vision_input_size)
     loaded = load_model(entry, device)
+    done: dict[frozenset, tuple[Path, np.ndarray]] = {}  # stimulus set -> the file that holds it
     for csv, out in zip(stimuli_csvs, outs, strict=True):
         stimuli = pd.read_csv(csv)
+        ids = stimuli["nsd_id"].to_numpy()
+        key = frozenset(ids.tolist())
+        if len(key) == len(ids) and key in done:
+            # the same images as an earlier subject's (split shared1000): its rows, reordered, not a second pass
+            copy_features_reordered(*done[key], ids, Path(out))
+            log.info("%s on %s: %d stimuli, the same as %s's (copied)", model, csv, len(ids), done[key][0])
+            continue
         names, layers, meta = loaded.extract(stimuli, Path(images_hdf5), batch_size)
         bad = [n for n, x in zip(names, layers, strict=True) if not np.isfinite(x).all()]
         if bad:
@@ -118,7 +127,25 @@ def extract(registry: Path, model: str, stimuli_csvs: Sequence[Path], images_hdf
                              f"{csv} (fp16 overflow on the GPU? set device: cpu for this model, or check its weights)")
         log.info("%s on %s: %d stimuli, %d layers, dims %s", model, csv, len(stimuli), len(layers),
                  [x.shape[1] for x in layers])
-        write_features(Path(out), model, stimuli["nsd_id"].to_numpy(), names, layers, meta)
+        write_features(Path(out), model, ids, names, layers, meta)
+        if len(key) == len(ids):
+            done[key] = (Path(out), ids)
+
+
+def copy_features_reordered(src: Path, src_ids: np.ndarray, ids: np.ndarray, out: Path) -> None:
+    """``out``: the features file ``src`` (of stimuli ``src_ids``) with its rows in the order of ``ids``, the
+    same set: byte-identical float16 values, written atomically."""
+    import h5py
+
+    from brainalign.models.features import write_features
+
+    pos = pd.Series(np.arange(len(src_ids)), index=src_ids).loc[ids].to_numpy()
+    with h5py.File(src, "r") as f:
+        names = json.loads(f.attrs["layer_names"])
+        meta = json.loads(f.attrs["metadata"])
+        model = str(f.attrs["model"])
+        layers = [f[f"layers/{i:03d}"][()][pos] for i in range(len(names))]
+    write_features(out, model, ids, names, layers, meta)
 
 
 def align_job(brain_h5: Path, features_h5: Path, model: str, subject: str, metrics, device: str,
@@ -213,6 +240,40 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
     # both files, or neither: the nulls are computed before either is written
     write_parquet(nulls, nulls_out)
     write_parquet(scores, out)
+
+
+def converge_job(src_files: Sequence[Path], src_models: Sequence[str], tgt_files: Sequence[Path],
+                 tgt_models: Sequence[str], metrics, device: str, out: Path, within: bool = False,
+                 encoding: dict | None = None) -> None:
+    """Model-to-model alignment (:mod:`brainalign.alignment.convergence`): every layer of each source model
+    against every layer of each partner model on one stimulus set, in one engine call, to parquet.
+
+    The sources are read layer by layer (streamed in groups within the memory budget, whatever their
+    depth); the partners' layers are the targets, held whole like a subject's parcels. Every file must
+    hold the same stimuli in the same order (one subject's features of one split)."""
+    from brainalign.alignment.convergence import job_frame
+    from brainalign.alignment.metrics import score_matrices
+    from brainalign.models.features import feature_loaders, resolve_device
+
+    src_models, tgt_models = list(src_models), list(tgt_models)
+    if len(src_models) != len(src_files) or len(tgt_models) != len(tgt_files) or not src_models or not tgt_models:
+        raise ValueError("one feature file per model, and at least one model on each side")
+    import h5py
+
+    with h5py.File(src_files[0], "r") as f:
+        ids = f["stimulus_ids"][()]
+    src = [feature_loaders(Path(f), expected_ids=ids)[1] for f in src_files]
+    tgt = [feature_loaders(Path(f), expected_ids=ids)[1] for f in tgt_files]
+    what = f"{src_models[0]} .. ({len(src_models)}) x {tgt_models[0]} .. ({len(tgt_models)})"
+    try:
+        mats = score_matrices([x for layers in src for x in layers], [x for layers in tgt for x in layers], metrics,
+                              resolve_device(device), encoding=encoding)
+    except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
+        raise InputError(f"{what} on {src_files[0]}: {exc} (config key 'convergence: metrics')") from None
+    frame = job_frame(mats, src_models, [len(x) for x in src], tgt_models, [len(x) for x in tgt], within)
+    log.info("%s: %d model pairs, %d rows on %d stimuli", what, frame.groupby(["src_model", "tgt_model"]).ngroups,
+             len(frame), len(ids))
+    write_parquet(frame, out)
 
 
 def brain_summary_job(brain_h5: Path, out: Path, metrics, device: str) -> None:
@@ -394,10 +455,11 @@ def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path
     con = tables.connect()
     info = tables.TableInfo.from_json(check) if check else tables.check_table(table_path, con)
     modality = modality or Path(table_path).name.split("_")[0]
-    from brainalign.alignment.metrics import METRICS
+    from brainalign.alignment.metrics import METRICS, metric_spec
 
     cka = sorted((m for m in info.metrics if m.startswith("cka_")), key=lambda m: int(m[4:]))
     others = [m for m in METRICS if m in info.metrics and m not in cka]
+    others += sorted(m for m in info.metrics if m not in METRICS and m not in cka and metric_spec(m) is not None)
     if not cka + others:
         raise InputError(f"{table_path}: no known metric in column 'metric' (found {sorted(info.metrics)[:5]})")
     layers = tables.layer_scores(table_path, cka + others, con)
@@ -423,6 +485,60 @@ def measured_model_scores(table_path: Path, pooling: str, out: Path, check: Path
     write_csv(out_df.reset_index(), out)
 
 
+def merged_registry(registry_files: Sequence[Path]) -> dict[str, ModelEntry]:
+    """The entries of several registry files, the first file's entry winning for a name in two."""
+    registry: dict[str, ModelEntry] = {}
+    for path in reversed([Path(p) for p in registry_files]):
+        registry.update(load_registry(path))
+    return registry
+
+
+def convergence_stats(tables_by_kind: dict[str, Path], pooling: str, score_files: dict[str, Path],
+                      benchmarks: dict[str, str], brain_metric: str, registry_files: Sequence[Path],
+                      pairs_out: Path, models_out: Path, correlations_out: Path, n_resamples: int = 10_000,
+                      seed: int = 0) -> None:
+    """``results/stats/convergence/``: ``pairs.csv`` (each model pair's pooled score per metric and kind),
+    ``models.csv`` (each model's convergence per metric, beside its benchmark and its brain score) and
+    ``correlations.csv`` (:func:`brainalign.analysis.convergence.convergence_correlations`). ``score_files``:
+    the brain's model-scores tables per modality (``results/stats/model_scores_{modality}.csv``), where the
+    brain score is ``brain_metric`` under the brain pooling; a modality without one gets NaN brain scores."""
+    from brainalign.analysis import convergence as conv
+    from brainalign.analysis.robustness import model_families
+    from brainalign.analysis.tables import connect
+
+    con = connect()
+    pairs = {}
+    for kind, path in tables_by_kind.items():
+        conv.check_convergence_table(path)
+        pairs[kind] = conv.pair_scores(path, pooling, con)
+    pair_table = pd.concat([df.assign(kind=kind) for kind, df in pairs.items()], ignore_index=True)
+    models = conv.model_convergence(pairs)
+    scores = {mod: pd.read_csv(path) for mod, path in score_files.items()}
+    registry = merged_registry(registry_files)
+    families = dict(zip(models["model"], model_families(models["model"].tolist(), registry), strict=True))
+    table = conv.convergence_correlations(models, scores, benchmarks, brain_metric, families, n_resamples, seed)
+    # each model's row beside its benchmark and brain score (the figure's points)
+    extra = []
+    for (modality, model), _ in models.groupby(["modality", "model"], sort=False):
+        s = scores.get(modality)
+        row = {"modality": modality, "model": model, "benchmark_name": benchmarks.get(modality)}
+        hit = s[s["model"] == model] if s is not None else None
+        ok = hit is not None and len(hit)
+        bench = benchmarks.get(modality)
+        row["benchmark"] = float(hit[bench].iloc[0]) if ok and bench in hit else np.nan
+        row["brain_score"] = float(hit[brain_metric].iloc[0]) if ok and brain_metric in hit else np.nan
+        row["brain_metric"] = brain_metric
+        row["family"] = families[model]
+        extra.append(row)
+    models = models.merge(pd.DataFrame(extra), on=["modality", "model"], how="left")
+    table["n_resamples"] = n_resamples
+    write_csv(pair_table, pairs_out, index=False)
+    write_csv(models, models_out, index=False)
+    write_csv(table, correlations_out, index=False)
+    log.info("convergence: %d model pairs, %d models, %d correlations", pair_table.groupby(
+        ["kind", "src_model", "tgt_model"]).ngroups, models["model"].nunique(), len(table))
+
+
 def robustness_stats(vision_scores: Path, language_scores: Path, sigma: int, registry_files: Sequence[Path],
                      out: Path, n_resamples: int = 10_000, seed: int = 0) -> None:
     """``results/stats/robustness_sigma{S}.csv``: per (modality, benchmark) the paper's r and CIs
@@ -433,9 +549,7 @@ def robustness_stats(vision_scores: Path, language_scores: Path, sigma: int, reg
     from brainalign.analysis.stats import LANGUAGE_TABLE_METRICS, VISION_TABLE_METRICS
 
     col = f"cka_{sigma}"
-    registry: dict[str, ModelEntry] = {}
-    for path in reversed([Path(p) for p in registry_files]):
-        registry.update(load_registry(path))
+    registry = merged_registry(registry_files)
     parts = []
     for modality, path, benchmarks in (("vision", vision_scores, VISION_TABLE_METRICS),
                                        ("language", language_scores, LANGUAGE_TABLE_METRICS)):
@@ -458,23 +572,21 @@ def headline_by_metric_stats(score_files: dict[str, Path], benchmarks: dict[str,
     model scores hold), the pooled brain score's correlation with the modality's headline benchmark
     (``benchmarks[modality]``) with the robustness columns
     (:func:`brainalign.analysis.robustness.headline_by_metric`)."""
-    from brainalign.alignment.metrics import METRICS
+    from brainalign.alignment.metrics import METRICS, metric_spec
     from brainalign.analysis.robustness import headline_by_metric, model_families
 
-    registry: dict[str, ModelEntry] = {}
-    for path in reversed([Path(p) for p in registry_files]):
-        registry.update(load_registry(path))
+    registry = merged_registry(registry_files)
     parts, metrics = [], []
     for modality, path in score_files.items():
         df = pd.read_csv(path)
         bench = benchmarks[modality]
         if bench not in df.columns:
             raise InputError(f"{path}: no column {bench!r} (config key 'analysis: {modality}_benchmark')")
-        found = [c for c in df.columns if c in METRICS]
+        found = [c for c in df.columns if metric_spec(c) is not None]
         metrics += [m for m in found if m not in metrics]
         parts.append((modality, df, bench, model_families(df["model"].tolist(), registry)))
         log.info("%s: %d models, %d metric variants against %s", modality, len(df), len(found), bench)
-    order = [m for m in METRICS if m in metrics]
+    order = [m for m in METRICS if m in metrics] + [m for m in metrics if m not in METRICS]
     table = headline_by_metric(parts, order, n_resamples, seed)
     table["n_resamples"] = n_resamples
     write_csv(table, out)

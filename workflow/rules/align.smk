@@ -28,8 +28,10 @@ rule brain_summary:
 # are read once and no second job pays the start-up.
 
 
+# (Snakemake keeps one onstart handler: it records the converge batches too, rules/convergence.smk)
 onstart:
     record_align_batches()
+    record_conv_batches()
 
 
 rule align:

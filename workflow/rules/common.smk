@@ -460,5 +460,149 @@ def figure_files():
     return PLAN.figure_files()
 
 
+# ----------------------------------------------------------------------------- convergence (model to model)
+CONV = config["convergence"]
+CONV_SPLIT = CONV["split"]
+CONV_SUBJECT = CONV["subject"] or SUBJECTS[0]
+CONV_KINDS = list(CONV["pairs"])
+# tables mode: a user's convergence tables DIR/convergence_{kind}.parquet, read like the brain tables
+CONV_TABLES_GIVEN = (
+    {k: os.path.join(TABLES_FROM, f"convergence_{k}.parquet") for k in CONV_KINDS} if TABLES_FROM else {}
+)
+CONV_TABLES_GIVEN = {k: p for k, p in CONV_TABLES_GIVEN.items() if os.path.exists(p)}
+CONV_BATCH_RECORD = f"{RESULTS}/convergence/{CONV_SPLIT}/batches.json"
+
+
+def _conv_metrics():
+    """The convergence metrics, checked against the stimulus set's size (a neighbour k needs more stimuli)."""
+    try:
+        names = [s.name for s in resolve_metrics(CONV["metrics"])]
+    except ValueError as exc:
+        _fail(f"config key 'convergence: metrics': {exc}")
+    if CONV["metric"] not in names:
+        _fail(
+            f"config key 'convergence: metric': {CONV['metric']} is not among 'convergence: metrics' "
+            f"({', '.join(names)}): add it there"
+        )
+    if CONV_SUBJECT not in SUBJECTS:
+        _fail(f"config key 'convergence: subject': {CONV_SUBJECT} is not one of 'subjects' ({', '.join(SUBJECTS)})")
+    if TABLES_FROM or SCORES_FROM == "paper" or not os.path.exists(LAYOUT.expdesign):
+        return names
+    from brainalign.alignment.metrics import fit_metrics
+    from brainalign.data.nsd import stimulus_count
+
+    try:
+        n = stimulus_count(LAYOUT, CONV_SUBJECT, CONV_SPLIT, SESSIONS)
+    except Exception:  # noqa: BLE001 - the stimuli job reports a broken design itself
+        return names
+    try:
+        kept, dropped = fit_metrics(CONV["metrics"], n, f"{CONV_SUBJECT} (convergence split {CONV_SPLIT})")
+    except InputError as exc:
+        _fail(str(exc).replace("config key 'metrics'", "config key 'convergence: metrics'"))
+    if dropped:
+        _warn(f"convergence metrics {', '.join(dropped)} left out: their k is not below the {n} stimuli")
+    return kept
+
+
+CONV_METRICS = _conv_metrics()
+
+
+def _conv_batches():
+    """Which models share a converge job's side: the align batches' planner with its own record."""
+    if TABLES_FROM or SCORES_FROM == "paper":
+        return {}
+    from brainalign.alignment.batches import batch_id, plan_batches, read_record
+    from brainalign.alignment.convergence import kind_modalities
+
+    mods = {m for k in CONV_KINDS for m in kind_modalities(k)}
+    root = f"{RESULTS}/convergence/{CONV_SPLIT}"
+
+    def started(batch):
+        if not os.path.isdir(root):
+            return False
+        for kind in os.listdir(root):
+            kdir = os.path.join(root, kind)
+            if os.path.isdir(os.path.join(kdir, batch)) and os.listdir(os.path.join(kdir, batch)):
+                return True
+            if os.path.isdir(kdir) and any(
+                os.path.exists(os.path.join(kdir, d, f"{batch}.parquet")) for d in os.listdir(kdir)
+            ):
+                return True
+        return False
+
+    try:
+        batches = plan_batches(
+            {m: MODELS[m] for m in ("vision", "language") if m in mods},
+            CONV["batch"],
+            read_record(CONV_BATCH_RECORD),
+            started,
+        )
+    except InputError as exc:
+        _fail(str(exc).replace("'align_batch'", "'convergence: batch'"))
+    return {mod: {batch_id(b): b for b in groups} for mod, groups in batches.items()}
+
+
+CONV_BATCHES = _conv_batches()  # modality -> batch id -> its models
+CONV_MEMBERS = {bid: members for groups in CONV_BATCHES.values() for bid, members in groups.items()}
+
+
+def _conv_jobs():
+    from brainalign.alignment.convergence import job_pairs
+
+    return job_pairs({mod: list(groups) for mod, groups in CONV_BATCHES.items()}, CONV_KINDS) if CONV_BATCHES else []
+
+
+CONV_JOBS = _conv_jobs()
+
+
+def record_conv_batches():
+    """Record the converge batches when jobs start, as the align batches (record_align_batches)."""
+    from brainalign.alignment.batches import write_record
+
+    if CONV_MEMBERS:
+        try:
+            write_record(CONV_BATCH_RECORD, {mod: list(groups.values()) for mod, groups in CONV_BATCHES.items()})
+        except OSError as exc:
+            _warn(f"{CONV_BATCH_RECORD}: not written ({exc}); the converge batches are planned afresh next time")
+
+
+def conv_job_files(kind):
+    return [f"{RESULTS}/convergence/{CONV_SPLIT}/{k}/{a}/{b}.parquet" for k, a, b in CONV_JOBS if k == kind]
+
+
+def conv_features(models):
+    return [f"{RESULTS}/features/{CONV_SPLIT}/{CONV_SUBJECT}/{m}.h5" for m in models]
+
+
+def conv_kinds():
+    """The pair kinds this run has tables of: the configured ones (tables mode: those DIR holds)."""
+    return list(CONV_TABLES_GIVEN) if TABLES_FROM else CONV_KINDS
+
+
+def conv_table(kind):
+    """A convergence table: the user's (tables mode) or the one the workflow aggregates."""
+    return CONV_TABLES_GIVEN[kind] if TABLES_FROM else f"{RESULTS}/tables/convergence_{kind}.parquet"
+
+
+CONV_STATS = {n: f"{RESULTS}/stats/convergence/{n}.csv" for n in ("pairs", "models", "correlations")}
+CONV_FIGURE = f"{RESULTS}/figures/convergence/convergence"
+
+
+def convergence_targets():
+    """Everything the convergence part builds (none in precomputed mode, nor in tables mode without
+    convergence tables)."""
+    if SCORES_FROM == "paper" or (TABLES_FROM and not CONV_TABLES_GIVEN):
+        return []
+    return list(CONV_STATS.values()) + [f"{CONV_FIGURE}.{ext}" for ext in FIGURE_EXTS]
+
+
+def conv_score_files():
+    """The brain's model scores of the modalities in cross-modal pairs, where this run has them."""
+    from brainalign.alignment.convergence import kind_modalities
+
+    mods = {m for k in CONV_KINDS for m in kind_modalities(k)}
+    return {m: f"{RESULTS}/stats/model_scores_{m}.csv" for m in TABLE_MODALITIES if m in mods}
+
+
 def all_targets():
-    return PLAN.all_targets(table_files())
+    return PLAN.all_targets(table_files()) + (convergence_targets() if CONV["default_target"] else [])

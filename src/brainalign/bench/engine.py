@@ -564,6 +564,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--depth", action="store_true",
                     help="81 layers of 8,192 at n = 2,000 under a 4 GiB budget vs unlimited (fresh processes)")
     ap.add_argument("--depth-run", help=argparse.SUPPRESS)
+    ap.add_argument("--convergence", action="store_true",
+                    help="time one converge job at the paper's scale and project the 594 x 36 cross-modal pairs")
     ap.add_argument("--brain", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.paper_job and a.families:
@@ -571,6 +573,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if a.depth:
         depth(a.device)
+        return
+    if a.convergence:
+        convergence_job(a.device, a.max_bytes, a.json)
         return
     if a.depth_run:
         depth_run(a.depth_run, a.device, a.max_bytes, a.json)
@@ -614,6 +619,83 @@ def main(argv: list[str] | None = None) -> None:
     if not a.skip_baseline:
         amortised(layers, rois, rows["all 27"][1], pairs, dev, a.models)
     print("\na whole job at paper size, measured: python -m brainalign.bench.engine --paper-job [--device cuda]")
+
+
+#: a converge job at the paper's scale (config key convergence: batch 8 on each side, shared1000):
+#: 8 language models of 32 hidden states of 2,048 (the 1-3B models' typical shape) against 8 vision models
+#: of 12 blocks of 768, on 1,000 image-caption pairs, with convergence's default metrics
+CONVERGENCE_JOB = {"n": 1000, "src_models": 8, "src_layers": 32, "src_dim": 2048, "tgt_models": 8,
+                   "tgt_layers": 12, "tgt_dim": 768, "metrics": "mutual_knn_10,cka_36,linear_cka"}
+PAPER_PAIRS = (594, 36)  # vision x language models of the paper
+
+
+def convergence_job(device: str, max_bytes: float | None, json_out: str | None = None) -> None:
+    """One converge job (:func:`brainalign.pipeline.converge_job`'s engine call) at the paper's scale, timed,
+    with its peak RSS, and the paper's 594 x 36 cross-modal pairs projected from it (CPU measured here; the
+    H100 figure from the roofline counts of :func:`job_counts`)."""
+    import json
+    import math
+    import resource
+
+    import torch
+
+    c = CONVERGENCE_JOB
+    n = c["n"]
+    latent = np.random.default_rng(0).normal(size=(n, 64)).astype(np.float32)
+
+    class Layer:
+        """A synthetic layer generated when the engine reads it, with its shape known beforehand (as a
+        features file's layer): the sources can be streamed in groups within the budget."""
+
+        def __init__(self, seed, d):
+            self.seed, self.shape = seed, (n, d)
+
+        def __call__(self):
+            rng = np.random.default_rng(self.seed)
+            d = self.shape[1]
+            return latent @ rng.normal(size=(64, d)).astype(np.float32) + 2 * rng.normal(size=(n, d)).astype(
+                np.float32)
+
+    def job(src_models: int, tgt_models: int) -> tuple[float, dict]:
+        src = [Layer(1 + i, c["src_dim"]) for i in range(src_models * c["src_layers"])]
+        tgt = [Layer(100_000 + i, c["tgt_dim"]) for i in range(tgt_models * c["tgt_layers"])]
+        stats: dict = {}
+        _sync(device)
+        t = time.perf_counter()
+        out = score_matrices(src, tgt, c["metrics"].split(","), device,
+                             max_bytes=int(max_bytes * 2**30) if max_bytes else None, stats=stats)
+        _sync(device)
+        assert all(np.isfinite(m).all() for m in out.values())
+        return time.perf_counter() - t, stats
+
+    S, T = c["src_models"] * c["src_layers"], c["tgt_models"] * c["tgt_layers"]
+    print(f"converge job on {device} ({torch.cuda.get_device_name(0) if device.startswith('cuda') else 'CPU'}, "
+          f"torch threads {torch.get_num_threads()}): n = {n}, {c['src_models']} x {c['src_layers']} layers of "
+          f"d = {c['src_dim']} against {c['tgt_models']} x {c['tgt_layers']} layers of d = {c['tgt_dim']}, "
+          f"metrics {c['metrics']}")
+    one, _ = job(1, 1)
+    print(f"one model pair alone ({c['src_layers']} x {c['tgt_layers']} layers): {one:.1f} s")
+    wall, stats = job(c["src_models"], c["tgt_models"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    pairs_job = c["src_models"] * c["tgt_models"]
+    jobs = math.ceil(PAPER_PAIRS[0] / c["tgt_models"]) * math.ceil(PAPER_PAIRS[1] / c["src_models"])
+    counts = job_counts(n, S, c["src_dim"], T, c["tgt_dim"], sigmas=2, k=10, kc=0)
+    counts["products"] = (2.0 * n * n * S * T * 3, 0.0, "fp32")  # cka_36, linear_cka, mutual_knn's masks
+    h100 = sum(h100_projection(counts).values())
+    print(f"a job of {c['src_models']} x {c['tgt_models']} models: wall {wall:.1f} s, peak RSS {peak / 1e9:.2f} GB, "
+          f"{S} x {T} layer pairs = {pairs_job} model pairs ({wall / pairs_job:.2f} s per model pair, "
+          f"{one / (wall / pairs_job):.1f}x less than alone); source groups {stats.get('source_groups', 1)}")
+    phases = stats.get("seconds", {})
+    if phases:
+        print("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
+    print(f"the paper's {PAPER_PAIRS[0]} x {PAPER_PAIRS[1]} cross-modal pairs at batch {c['tgt_models']} x "
+          f"{c['src_models']}: {jobs} jobs, {jobs * wall / 3600:.1f} hours of this machine; "
+          f"H100 roofline {h100:.2f} s per job, "
+          f"{jobs * h100 / 3600:.2f} H100-hours")
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"wall_s": wall, "one_pair_s": one, "peak_rss": peak, "jobs": jobs, "h100_s": h100,
+                       "phases": phases}, f)
 
 
 def amortised(layers, rois, base: float, pairs: int, device: str, models: int) -> None:

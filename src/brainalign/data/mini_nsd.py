@@ -12,6 +12,12 @@ parcels: early visual parcels read early blocks of a pretrained vision model,
 late parcels read late blocks or hidden states of a language model on the
 captions. Every trial adds independent noise, so repeats differ. The planted
 map is written to ``ground_truth.json`` at the release root.
+
+Planted cross-modal truth: every image is a view (crop, zoom, flip) of one of 18 photos, and
+every caption of it describes that photo, so the images and the captions share a known latent
+(``ground_truth.json``'s ``stimuli``: photo and view per image). Models that recognise the
+photos align with each other across modalities; untrained copies do not (the convergence
+part's test).
 """
 
 from __future__ import annotations
@@ -112,6 +118,16 @@ def load_photo(spec: str) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     return img[:, :, :3]
+
+
+def stimulus_latent(n: int) -> dict:
+    """What the images and their captions share, per 73KID (1-based) in order: the photo each image is a
+    view of (an index into :data:`PHOTOS`, which every caption of the image describes) and the view (an
+    index into :data:`VIEWS`, which its first caption names). Vision models see the photo, language models
+    read it: the cross-modal truth the convergence part recovers (models that recognise the photos align)."""
+    i = np.arange(n)
+    return {"photo": (i % len(PHOTOS)).tolist(), "view": ((i // len(PHOTOS)) % len(VIEWS)).tolist(),
+            "photos": [what for _, what in PHOTOS]}
 
 
 def make_images(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[list[str]]]:
@@ -318,7 +334,7 @@ def write_brain_release(root: Path, vision_entry, language_entry, spec: MiniNSDS
     lang_names, lang_layers = extract_language(tok, lang_model, first_captions)
     reps = {"vision": (vision_entry.name, vis_names, vis_layers),
             "language": (language_entry.name, lang_names, lang_layers)}
-    truth = {"seed": spec.seed, "noise": spec.noise, "parcels": {}}
+    truth = {"seed": spec.seed, "noise": spec.noise, "parcels": {}, "stimuli": stimulus_latent(n_images)}
     for parcel, source in spec.planted.items():
         if source is None:
             truth["parcels"][parcel] = None

@@ -9,7 +9,7 @@ import pandas as pd
 
 from brainalign.analysis.reference import POOLINGS
 from brainalign.analysis.stats import correlate
-from brainalign.io import atomic_path, write_csv
+from brainalign.io import InputError, atomic_path, write_csv
 
 ARCH_COLOURS = {"CNN": "tab:blue", "Transformer": "tab:orange", "Hybrid": "tab:green"}
 
@@ -528,3 +528,65 @@ def headline_by_metric_figure(table: pd.DataFrame, headline: str, png: Path, pdf
         ax.set_title(f"{modality}: r with {bench} (n = {n})", fontsize=9)
         ax.set_xlabel("Pearson r (95% bootstrap / family-cluster intervals)", fontsize=7)
     return _publish(fig, f"Brain score vs benchmark under every metric (dashed: {headline})", table, png, pdf, csv)
+
+
+def convergence_figure(models: pd.DataFrame, pairs: pd.DataFrame, metric: str, pooling: str, png: Path, pdf: Path,
+                       csv: Path) -> pd.DataFrame:
+    """Model-to-model convergence (family ``convergence``): one row per modality, each model's convergence
+    (the mean of its pooled alignment with the other modality's models, ``metric``) against its benchmark
+    and against its brain score; the right column shows the cross-modal pair matrix.
+
+    ``models``: ``results/stats/convergence/models.csv``; ``pairs``: ``.../pairs.csv``."""
+    plt = _plt()
+    data = models[models["metric"] == metric].copy()
+    if data.empty:
+        raise InputError(f"no convergence scores for metric {metric!r} (config key 'convergence: metric' must be "
+                         "one of 'convergence: metrics')")
+    modalities = [m for m in ("vision", "language") if (data["modality"] == m).any()]
+    cross = pairs[(pairs["metric"] == metric) & pairs["kind"].isin(["language_vision", "vision_language"])]
+    ncols = 2 + (not cross.empty)
+    fig = plt.figure(figsize=(4.6 * ncols, 4.0 * len(modalities)))
+    grid = fig.add_gridspec(len(modalities), ncols)
+    brain_metric = str(data["brain_metric"].iloc[0]) if "brain_metric" in data else "brain score"
+    for row, modality in enumerate(modalities):
+        d = data[data["modality"] == modality]
+        for col, (x, label) in enumerate((("benchmark", str(d["benchmark_name"].iloc[0])),
+                                          ("brain_score", f"brain score ({brain_metric}, unitless)"))):
+            ax = fig.add_subplot(grid[row, col])
+            has = d[x].notna() & d["convergence"].notna()
+            n = int(has.sum())
+            ax.set_title(f"{modality} models", fontsize=10)
+            ax.set_ylabel(f"convergence ({metric})")
+            ax.set_xlabel(label)
+            if n == 0:
+                ax.text(0.5, 0.5, f"no {label} value for these models", transform=ax.transAxes, ha="center",
+                        va="center", fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            ax.scatter(d.loc[has, x], d.loc[has, "convergence"], s=30, color=MODALITY_COLOURS[modality], zorder=3)
+            if n >= 3 and d.loc[has, x].nunique() > 1:
+                r = float(np.corrcoef(d.loc[has, x], d.loc[has, "convergence"])[0, 1])
+                stat = f"Pearson r = {r:.2f} (n = {n})"
+            else:
+                stat = f"n = {n} (r needs >= 3)"
+            ax.text(0.02, 0.98, stat, transform=ax.transAxes, va="top", fontsize=8)
+            ax.margins(x=0.3 if n <= 25 else 0.05, y=0.2)
+            if n <= 25:
+                _label_points(ax, d[has], x, "convergence", "model")
+    if not cross.empty:
+        ax = fig.add_subplot(grid[:, 2])
+        mat = cross.pivot_table(index="src_model", columns="tgt_model", values="score", aggfunc="mean")
+        im = ax.imshow(mat.to_numpy(float), cmap="viridis", aspect="auto")
+        if mat.shape[0] <= 40:
+            ax.set_yticks(range(mat.shape[0]), mat.index, fontsize=6)
+        if mat.shape[1] <= 40:
+            ax.set_xticks(range(mat.shape[1]), mat.columns, fontsize=6, rotation=90)
+        kind = cross["kind"].iloc[0].split("_")
+        ax.set_ylabel(f"{kind[0]} model")
+        ax.set_xlabel(f"{kind[1]} model")
+        ax.set_title("model pairs", fontsize=10)
+        fig.colorbar(im, ax=ax, label=f"{metric}, {pooling} over layer pairs", shrink=0.8)
+    out = data.assign(pooling=pooling)
+    return _publish(fig, f"Model-to-model convergence: {metric}, {pooling} over layer pairs, the mean over the "
+                    "other modality's models", out, png, pdf, csv)

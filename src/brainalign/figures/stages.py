@@ -339,6 +339,12 @@ def headline_by_metric(inputs: dict, outputs: dict, params: dict) -> None:
     figures.headline_by_metric_figure(pd.read_csv(inputs["table"]), params["metric"], *_paths(outputs))
 
 
+def convergence(inputs: dict, outputs: dict, params: dict) -> None:
+    """Model-to-model convergence (family ``convergence``) from ``results/stats/convergence/``."""
+    figures.convergence_figure(pd.read_csv(inputs["models"]), pd.read_csv(inputs["pairs"]), params["metric"],
+                               params["pooling"], *_paths(outputs))
+
+
 FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
     "performance": performance,
     "performance_sigma": performance_sigma,
@@ -352,4 +358,5 @@ FAMILIES: dict[str, Callable[[dict, dict, dict], None]] = {
     "robustness": robustness,
     "headline_by_metric": headline_by_metric,
     "ceiling_map": ceiling_map,
+    "convergence": convergence,
 }
