@@ -1,4 +1,5 @@
 # Paths and target lists: the one place that knows where outputs live.
+import glob
 import os
 import re
 import sys
@@ -473,6 +474,15 @@ CONV_TABLES_GIVEN = {k: p for k, p in CONV_TABLES_GIVEN.items() if os.path.exist
 CONV_BATCH_RECORD = f"{RESULTS}/convergence/{CONV_SPLIT}/batches.json"
 
 
+def _conv_modalities():
+    from brainalign.alignment.convergence import kind_modalities
+
+    return {m for k in CONV_KINDS for m in kind_modalities(k)}
+
+
+CONV_MODALITIES = _conv_modalities()  # the modalities the pair kinds involve
+
+
 def _conv_metrics():
     """The convergence metrics, checked against the stimulus set's size (a neighbour k needs more stimuli)."""
     try:
@@ -496,9 +506,11 @@ def _conv_metrics():
     except Exception:  # noqa: BLE001 - the stimuli job reports a broken design itself
         return names
     try:
-        kept, dropped = fit_metrics(CONV["metrics"], n, f"{CONV_SUBJECT} (convergence split {CONV_SPLIT})")
+        kept, dropped = fit_metrics(
+            CONV["metrics"], n, f"{CONV_SUBJECT} (convergence split {CONV_SPLIT})", key="convergence: metrics"
+        )
     except InputError as exc:
-        _fail(str(exc).replace("config key 'metrics'", "config key 'convergence: metrics'"))
+        _fail(str(exc))
     if dropped:
         _warn(f"convergence metrics {', '.join(dropped)} left out: their k is not below the {n} stimuli")
     return kept
@@ -512,33 +524,23 @@ def _conv_batches():
     if TABLES_FROM or SCORES_FROM == "paper":
         return {}
     from brainalign.alignment.batches import batch_id, plan_batches, read_record
-    from brainalign.alignment.convergence import kind_modalities
 
-    mods = {m for k in CONV_KINDS for m in kind_modalities(k)}
     root = f"{RESULTS}/convergence/{CONV_SPLIT}"
 
-    def started(batch):
-        if not os.path.isdir(root):
-            return False
-        for kind in os.listdir(root):
-            kdir = os.path.join(root, kind)
-            if os.path.isdir(os.path.join(kdir, batch)) and os.listdir(os.path.join(kdir, batch)):
-                return True
-            if os.path.isdir(kdir) and any(
-                os.path.exists(os.path.join(kdir, d, f"{batch}.parquet")) for d in os.listdir(kdir)
-            ):
-                return True
-        return False
+    def started(batch):  # a job file of any kind with the batch on either side
+        b = glob.escape(batch)
+        return bool(glob.glob(f"{root}/*/{b}/*.parquet") or glob.glob(f"{root}/*/*/{b}.parquet"))
 
     try:
         batches = plan_batches(
-            {m: MODELS[m] for m in ("vision", "language") if m in mods},
+            {m: MODELS[m] for m in ("vision", "language") if m in CONV_MODALITIES},
             CONV["batch"],
             read_record(CONV_BATCH_RECORD),
             started,
+            key="convergence: batch",
         )
     except InputError as exc:
-        _fail(str(exc).replace("'align_batch'", "'convergence: batch'"))
+        _fail(str(exc))
     return {mod: {batch_id(b): b for b in groups} for mod, groups in batches.items()}
 
 
@@ -598,10 +600,7 @@ def convergence_targets():
 
 def conv_score_files():
     """The brain's model scores of the modalities in cross-modal pairs, where this run has them."""
-    from brainalign.alignment.convergence import kind_modalities
-
-    mods = {m for k in CONV_KINDS for m in kind_modalities(k)}
-    return {m: f"{RESULTS}/stats/model_scores_{m}.csv" for m in TABLE_MODALITIES if m in mods}
+    return {m: f"{RESULTS}/stats/model_scores_{m}.csv" for m in TABLE_MODALITIES if m in CONV_MODALITIES}
 
 
 def all_targets():

@@ -45,14 +45,16 @@ def batch_id(members: Sequence[str]) -> str:
 
 def plan_batches(models: Mapping[str, Sequence[str]], size: int,
                  recorded: Mapping[str, Sequence[Sequence[str]]] | None = None,
-                 started: Callable[[str], bool] = lambda batch: True) -> dict[str, list[tuple[str, ...]]]:
+                 started: Callable[[str], bool] = lambda batch: True,
+                 key: str = "align_batch") -> dict[str, list[tuple[str, ...]]]:
     """Per modality, the batches (tuples of model names) that cover its selected ``models``.
 
     ``recorded``: the batches of an earlier plan (:func:`read_record`); ``started(batch_id)``: whether
     any of that batch's jobs has written its output (a recorded batch that has not is dissolved).
+    ``key``: the config key of ``size``, named by the error on a bad one.
     """
     if int(size) < 1:
-        raise InputError(f"config key 'align_batch': {size} (must be an integer >= 1)")
+        raise InputError(f"config key '{key}': {size} (must be an integer >= 1)")
     size = int(size)
     recorded = recorded or {}
     placed: set[str] = set()

@@ -136,10 +136,12 @@ def resolve_metrics(metrics: str | Sequence[str]) -> list[MetricSpec]:
 NEIGHBOUR_FAMILIES = ("cknna", "mutual_knn", "cycle_knn")
 
 
-def fit_metrics(metrics: str | Sequence[str], n: int, where: str = "") -> tuple[list[str], list[str]]:
+def fit_metrics(metrics: str | Sequence[str], n: int, where: str = "",
+                key: str = "metrics") -> tuple[list[str], list[str]]:
     """The variants of ``metrics`` (as :func:`resolve_metrics`) that ``n`` stimuli can define, and
     those left out: a neighbour metric needs k < n. A variant named explicitly (not through
-    ``all``, ``every``, a family or a pattern) that cannot be defined is an error naming it."""
+    ``all``, ``every``, a family or a pattern) that cannot be defined is an error naming it and the
+    config key ``key``."""
     from brainalign.io import InputError
 
     named = {metrics} if isinstance(metrics, str) else set(metrics)
@@ -147,7 +149,7 @@ def fit_metrics(metrics: str | Sequence[str], n: int, where: str = "") -> tuple[
     for spec in resolve_metrics(metrics):
         if spec.family in NEIGHBOUR_FAMILIES and spec.param >= n:
             if spec.name in named:
-                raise InputError(f"config key 'metrics': {spec.name} needs more than {spec.param} stimuli; "
+                raise InputError(f"config key '{key}': {spec.name} needs more than {spec.param} stimuli; "
                                  f"{where or 'the release'} has {n}: drop it (metrics: all leaves such "
                                  "variants out by itself)")
             dropped.append(spec.name)
