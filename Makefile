@@ -53,10 +53,12 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d $(DOCS_DIR)
 
 # The documentation's figures are the demo's own outputs: build them (only what is missing) and copy
-# them into docs/figures/ at a web size (tools/docs_figures.py); commit the result.
+# them into docs/figures/ at a web size (tools/docs_figures.py), and screenshot the results explorer in
+# headless Chromium (tools/explorer_screenshots.py; sudo tools/install_browser.sh installs it); commit the result.
 docs-figures: venv
 	$(BIN)/snakemake --cores $(CORES) $$($(BIN)/python tools/docs_figures.py --targets)
 	$(BIN)/python tools/docs_figures.py
+	$(BIN)/python tools/explorer_screenshots.py
 
 lint: check
 

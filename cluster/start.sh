@@ -41,6 +41,9 @@ if ((${#missing[@]})); then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
         trap 'rm -f "$policy"' EXIT
     fi
+    # one apt-get at a time: tools/install_browser.sh takes the same lock (the test workers run both)
+    exec 9>/var/lock/brainalign-apt.lock
+    flock -w 1200 9 || die "another apt-get held /var/lock/brainalign-apt.lock for 20 min"
     apt-get update -qq >&2 || die "apt-get update failed"
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $pkgs >&2 || die "apt-get install failed"

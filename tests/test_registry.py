@@ -191,11 +191,13 @@ def test_paper_config_dry_run_plans_every_model(tmp_path):
     per_model = {"ingest": 4, "stimuli": 4, "features": n_vision + n_language, "align": 4 * batches, "aggregate": 2}
     assert {rule: counts[rule] for rule in per_model} == per_model
     # the rest (brain summaries and split-half ceilings per subject; statistics, robustness, per-ROI scores, the
-    # lead-lag table, the metric-family table and its figure, figures, all: 35 jobs; no nulls) does not grow
+    # lead-lag table, the metric-family table and its figure, figures, the explorer, all: 36 jobs; no nulls) does
+    # not grow
     # with the models
     assert "null" not in counts and counts["trajectory_leadlag"] == 1
     assert counts["split_half_ceiling"] == 4 and counts["roi_scores"] == 2 and counts["brain_summary"] == 4
-    assert counts["total"] - sum(per_model.values()) == 35 and counts["headline_by_metric"] == 1
+    assert counts["total"] - sum(per_model.values()) == 36 and counts["headline_by_metric"] == 1
+    assert counts["explorer"] == 1
     assert seconds < 30, f"dry-run of the paper config took {seconds:.1f} s"
 
 

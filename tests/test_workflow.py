@@ -56,7 +56,7 @@ EXPECTED_JOBS = {"mini_nsd_stimuli": 1, "mini_nsd": 1, "stimuli": 4, "ingest": 4
                  "headline_by_metric": 1,
                  "split_half_ceiling": 4, "roi_scores": 2,
                  **{rule: 1 for rule in FIGURES},
-                 "figure_brain_map": 6, "figure_ceiling_map": 1, "all": 1}
+                 "figure_brain_map": 6, "figure_ceiling_map": 1, "explorer": 1, "all": 1}
 EXPECTED_JOBS["total"] = sum(EXPECTED_JOBS.values())
 
 
@@ -509,7 +509,7 @@ def test_the_docs_figures_are_the_demos_own_outputs(demo_run, tmp_path):
     committed = sorted((REPO / "docs" / "figures").glob("*.png"))
     # the demo's own, and the opt-in parts' where the run has them
     assert set(tool.FIGURES) <= {p.stem for p in written} <= set(tool.FIGURES) | set(tool.OPT_IN)
-    assert [p.name for p in committed] == sorted(f"{n}.png" for n in {**tool.FIGURES, **tool.OPT_IN})
+    assert [p.name for p in committed] == sorted(f"{n}.png" for n in [*tool.FIGURES, *tool.OPT_IN, *tool.SCREENSHOTS])
     for path in written:
         with Image.open(REPO / "docs" / "figures" / path.name) as a, Image.open(path) as b:
             assert a.size == b.size and a.width <= 960, path.name
@@ -826,6 +826,11 @@ def test_tables_mode_builds_statistics_and_figures_from_planted_tables(tmp_path)
     lang = traj[traj.run == "EleutherAI/pythia-70m-deduped"].sort_values("step")
     want = planted["language_trained"].set_index("model")["cka_36"]
     np.testing.assert_allclose(lang.set_index("src_model").loc[want.index, "brain_score"], want, rtol=1e-12)
+    # the explorer of tables mode: a page per model; no brain maps (no surface atlas beside the tables)
+    assert counts["explorer"] == 1
+    site = out / "explorer"
+    assert len(list((site / "models").glob("*.html"))) == 14 + 6 and not list(site.rglob("*.png"))
+    assert "No brain map: the run has no surface atlas." in next((site / "models").glob("*.html")).read_text()
     assert "Nothing to be done" in snakemake(work, "-n", "--cores", "2", "--config", f"tables_from={tables}").stdout
 
 

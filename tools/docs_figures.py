@@ -35,6 +35,9 @@ FIGURES = {
 OPT_IN = {
     "convergence": "convergence/convergence",
 }
+# screenshots of the results explorer in headless Chromium (tools/explorer_screenshots.py, also run by
+# `make docs-figures`; the browser test in tests/test_explorer.py takes them the same way)
+SCREENSHOTS = ("explorer_index", "explorer_model")
 
 
 def targets(results: str = "results") -> list[str]:

@@ -195,6 +195,13 @@ class Plan:
         return out + [f"{self.figure_stem('brain_maps', s)}.{ext}" for s in self.brain_map_stems()
                       for ext in FIGURE_EXTS]
 
+    # ------------------------------------------------------------------ results explorer
+    def explorer_files(self) -> list[str]:
+        """The results explorer's front page (measured and tables modes: it reads the measurement tables)."""
+        if self.mode == "paper" or not self.modalities:
+            return []
+        return [f"{self.results}/explorer/index.html"]
+
     # ------------------------------------------------------------------ everything
     def all_targets(self, table_files: list[str]) -> list[str]:
         """Rule ``all``'s inputs; ``table_files``: the measurement tables the run aggregates (measured
@@ -202,4 +209,5 @@ class Plan:
         if self.mode == "paper":
             return self.stats_files() + self.figure_files()
         return (list(table_files) + self.noise_ceiling_files() + self.split_half_files() + self.roi_score_files()
-                + self.null_stats_files() + self.stats_files() + self.leadlag_files() + self.figure_files())
+                + self.null_stats_files() + self.stats_files() + self.leadlag_files() + self.figure_files()
+                + self.explorer_files())

@@ -605,3 +605,22 @@ def conv_score_files():
 
 def all_targets():
     return PLAN.all_targets(table_files()) + (convergence_targets() if CONV["default_target"] else [])
+
+
+# ----------------------------------------------------------------------------- results explorer
+def explorer_inputs(wildcards=None):
+    """The explorer's named inputs: per modality its table, check report, model scores (and nulls); the
+    metric-family table, ceilings, registries and the surface atlas where the run has them."""
+    out = {}
+    for mod in TABLE_MODALITIES:
+        out[mod] = table_path(mod)
+        out[f"{mod}_check"] = check_path(mod)
+        out[f"{mod}_scores"] = f"{RESULTS}/stats/model_scores_{mod}.csv"
+        if PLAN.null_stats_files():
+            out[f"{mod}_nulls"] = f"{RESULTS}/stats/nulls_{mod}_parcels.csv"
+    out["by_metric"] = PLAN.headline_by_metric_files()
+    out["ceilings"] = split_half_files()
+    out["registry"] = FAMILY_REGISTRIES
+    if RELEASE_FACTS["atlas"]:
+        out |= {"lh": LAYOUT.fsaverage_labels("lh"), "rh": LAYOUT.fsaverage_labels("rh"), "ctab": LAYOUT.parcel_table}
+    return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in out.items()}

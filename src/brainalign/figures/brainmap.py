@@ -256,3 +256,115 @@ def plot_brain_map(values: Mapping[str, float], atlas: SurfaceAtlas, png: Path, 
                 fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", pad_inches=0.1)
     finally:
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- raster views (results explorer)
+#: The explorer's views: (hemisphere, view, the axis the camera looks along, the screen's horizontal axis).
+#: Orthographic projections of the inflated surface: a lateral view of the left hemisphere looks along +x
+#: with anterior (+y) at the left; medial views look at the other side.
+RASTER_VIEWS = (("lh", "lateral", 1.0, -1.0), ("rh", "lateral", -1.0, 1.0),
+                ("lh", "medial", -1.0, 1.0), ("rh", "medial", 1.0, -1.0))
+
+
+@dataclass(frozen=True)
+class ParcelRaster:
+    """Four views (left and right, lateral and medial) of the inflated fsaverage5 surface as one image:
+    the parcel id under each pixel (0: unlabelled cortex, -1: background) and its grey shade (sulcal
+    depth times a Lambert light). Built once (:func:`parcel_raster`); painting a model's values on it
+    (:func:`paint_raster`) is a table lookup."""
+
+    parcel: np.ndarray  # (H, W) int64
+    shade: np.ndarray  # (H, W) float64 in [0, 1]
+    names: dict[int, str]
+
+
+def _rasterise(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Index of the visible vertex under each pixel (-1: none) of triangles ``faces`` projected to pixel
+    coordinates ``xy`` (nearer = smaller ``depth``): every (triangle, pixel of its bounding box) pair at
+    once, the pixel's nearest triangle kept (a z-buffer by sorting)."""
+    h, w = shape
+    tri = xy[faces]  # (F, 3, 2)
+    lo = np.floor(tri.min(axis=1)).astype(np.int64)
+    hi = np.ceil(tri.max(axis=1)).astype(np.int64)
+    lo, hi = np.clip(lo, 0, [w - 1, h - 1]), np.clip(hi, 0, [w - 1, h - 1])
+    nx, ny = hi[:, 0] - lo[:, 0] + 1, hi[:, 1] - lo[:, 1] + 1
+    count = nx * ny
+    f = np.repeat(np.arange(len(faces)), count)
+    k = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    px = lo[f, 0] + k % nx[f] + 0.5
+    py = lo[f, 1] + k // nx[f] + 0.5
+    a, b, c = tri[f, 0], tri[f, 1], tri[f, 2]
+    den = (b[:, 1] - c[:, 1]) * (a[:, 0] - c[:, 0]) + (c[:, 0] - b[:, 0]) * (a[:, 1] - c[:, 1])
+    den = np.where(np.abs(den) < 1e-12, np.nan, den)
+    w0 = ((b[:, 1] - c[:, 1]) * (px - c[:, 0]) + (c[:, 0] - b[:, 0]) * (py - c[:, 1])) / den
+    w1 = ((c[:, 1] - a[:, 1]) * (px - c[:, 0]) + (a[:, 0] - c[:, 0]) * (py - c[:, 1])) / den
+    w2 = 1 - w0 - w1
+    inside = (w0 >= -1e-9) & (w1 >= -1e-9) & (w2 >= -1e-9)
+    f, px, py = f[inside], px[inside].astype(np.int64), py[inside].astype(np.int64)
+    weights = np.stack([w0[inside], w1[inside], w2[inside]], axis=1)
+    z = (weights * depth[faces[f]]).sum(axis=1)
+    pixel = py * w + px
+    order = np.lexsort((z, pixel))  # per pixel, nearest first
+    pixel, first = np.unique(pixel[order], return_index=True)
+    pick = order[first]
+    out = np.full(h * w, -1, dtype=np.int64)
+    out[pixel] = faces[f[pick], np.argmax(weights[pick], axis=1)]  # the triangle's nearest vertex
+    return out.reshape(h, w)
+
+
+def parcel_raster(atlas: SurfaceAtlas, width: int = 240) -> ParcelRaster:
+    """The four views of :data:`RASTER_VIEWS` in a 2 x 2 grid, each ``width`` pixels wide."""
+    surf = _fsaverage5()
+    scale = width / 220.0  # the inflated hemispheres span ~216 mm front to back
+    height = int(round(150.0 * scale))  # and ~146 mm top to bottom
+    tiles_p, tiles_s = [], []
+    for hemi, _view, look, horiz in RASTER_VIEWS:
+        coords, faces = surf[hemi]["inflated"]
+        faces = np.asarray(faces, dtype=np.int64)
+        xy = np.stack([horiz * coords[:, 1] * scale + width / 2, -coords[:, 2] * scale + height / 2], axis=1)
+        vertex = _rasterise(xy, look * coords[:, 0], faces, (height, width))
+        # per-vertex normal (area-weighted face normals) for a Lambert light from the camera
+        tri = coords[faces]
+        fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        vn = np.zeros_like(coords)
+        for j in range(3):
+            np.add.at(vn, faces[:, j], fn)
+        vn /= np.linalg.norm(vn, axis=1, keepdims=True).clip(1e-12)
+        light = np.abs(vn[:, 0])
+        sulc = surf[hemi]["sulc"]
+        grey = 0.55 + 0.35 * (sulc.max() - sulc) / (np.ptp(sulc) or 1.0)  # gyri light, sulci darker
+        shade_v = grey * (0.45 + 0.55 * light)
+        seen = vertex >= 0
+        p = np.full(vertex.shape, -1, dtype=np.int64)
+        p[seen] = atlas.labels(hemi)[vertex[seen]]
+        s = np.ones(vertex.shape)
+        s[seen] = shade_v[vertex[seen]]
+        tiles_p.append(p)
+        tiles_s.append(s)
+    parcel = np.block([[tiles_p[0], tiles_p[1]], [tiles_p[2], tiles_p[3]]])
+    shade = np.block([[tiles_s[0], tiles_s[1]], [tiles_s[2], tiles_s[3]]])
+    return ParcelRaster(parcel=parcel, shade=shade, names=dict(atlas.names))
+
+
+def paint_raster(raster: ParcelRaster, values: Mapping[str, float], vmin: float, vmax: float,
+                 cmap: str = "viridis") -> np.ndarray:
+    """RGB image (uint8) of per-parcel ``values`` on ``raster``: the colour map between ``vmin`` and
+    ``vmax`` (clipped), shaded; parcels without a value grey, background white. Names not in the
+    atlas are ignored (a table's parcel the atlas does not draw)."""
+    from matplotlib import colormaps
+
+    id_of = {name: i for i, name in raster.names.items()}
+    lut = np.full(max(int(raster.parcel.max(initial=0)), max(raster.names, default=0)) + 1, np.nan)
+    for name, v in values.items():
+        if name in id_of and v is not None:
+            lut[id_of[name]] = float(v)
+    val = np.full(raster.parcel.shape, np.nan)
+    on = raster.parcel > 0
+    val[on] = lut[raster.parcel[on]]
+    span = (vmax - vmin) or 1.0
+    rgb = colormaps[cmap](np.clip((np.nan_to_num(val) - vmin) / span, 0, 1))[..., :3]
+    grey = np.repeat(raster.shade[..., None], 3, axis=2)
+    tone = 0.35 + 0.65 * raster.shade[..., None]  # the light on a coloured parcel
+    img = np.where(np.isfinite(val)[..., None], rgb * tone, grey)
+    img[raster.parcel < 0] = 1.0
+    return (img * 255).round().astype(np.uint8)
