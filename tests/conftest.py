@@ -66,8 +66,12 @@ def pytest_collection_modifyitems(config, items):
                 from _pytest.nodes import NodeId
 
                 item._id = NodeId.parse(f"{item.nodeid}@{group}")
-    items.sort(key=lambda item: "demo_run" in item.fixturenames)
-    if (any("demo_run" in item.fixturenames for item in items) and not os.environ.get("BRAINALIGN_DEMO_RUN")
+    # the demo's tests last; those that start from its first outputs (demo_stage) before those of the
+    # finished run, so they run beside the demo's later jobs
+    items.sort(key=lambda item: 2 if "demo_run" in item.fixturenames else 1 if "demo_stage" in item.fixturenames
+               else 0)
+    if (any({"demo_run", "demo_stage"} & set(item.fixturenames) for item in items)
+            and not os.environ.get("BRAINALIGN_DEMO_RUN")
             and not config.option.collectonly):
         _start_demo(_shared_dir(config), config)
 
@@ -133,28 +137,53 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-@pytest.fixture(scope="session")
-def demo_run(request) -> Path:
-    """One complete run of the default workflow (mini-NSD, 2 cores), shared by every test and every xdist
-    worker and read only (a test that changes it works on a copy). It is started in the background at
-    collection (:func:`pytest_collection_modifyitems`); this waits for it. ``BRAINALIGN_DEMO_RUN=DIR``
-    reuses a finished run in DIR (the edit loop)."""
+def _wait_demo(config, part: str | None = None) -> Path:
+    """The demo's directory once ``results/<part>`` exists in it (its outputs land atomically, so a file
+    that exists is finished) or, with ``part`` None, once the whole run has ended; fails if the run
+    failed first. ``BRAINALIGN_DEMO_RUN=DIR`` reuses a finished run in DIR (the edit loop)."""
     reuse = os.environ.get("BRAINALIGN_DEMO_RUN")
     if reuse:
         work = Path(reuse)
         if not (work / "results/tables/vision_all.parquet").is_file():
             raise pytest.UsageError(f"BRAINALIGN_DEMO_RUN={reuse}: not a finished demo run (no results/tables)")
         return work
-    shared = _shared_dir(request.config)
+    shared = _shared_dir(config)
     if not (shared / "demo").exists():  # a test selected after collection (e.g. by a plugin): start it now
-        _start_demo(shared, request.config)
+        _start_demo(shared, config)
     deadline = time.monotonic() + 2400
     while not (shared / "demo.rc").exists():
+        if part is not None and (shared / "demo" / "results" / part).exists():
+            return shared / "demo"
         if time.monotonic() > deadline:
             raise AssertionError(f"the demo run did not finish in 40 min: {shared / 'demo.log'}")
-        time.sleep(2)
+        time.sleep(1)
     rc = (shared / "demo.rc").read_text().strip()
     if rc != "0":
         log = (shared / "demo.log").read_text()
         raise AssertionError(f"the demo run failed (exit {rc}):\n{log[-4000:]}")
     return shared / "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_run(request) -> Path:
+    """One complete run of the default workflow (mini-NSD, 2 cores), shared by every test and every xdist
+    worker and read only (a test that changes it works on a copy). It is started in the background at
+    collection (:func:`pytest_collection_modifyitems`); this waits for it. ``BRAINALIGN_DEMO_RUN=DIR``
+    reuses a finished run in DIR (the edit loop)."""
+    return _wait_demo(request.config)
+
+
+@pytest.fixture(scope="session")
+def demo_stage(request):
+    """``demo_stage(*parts)``: the demo's directory once each ``results/<part>`` has landed, while the rest
+    of the run goes on (``demo_stage()``: once it has ended, as :func:`demo_run`). A test that starts from
+    the demo's first outputs (the mini-NSD, a model's features) runs beside the demo instead of after it;
+    it reads only the parts it waited for (copies ignore temporary dot-files)."""
+
+    def wait(*parts: str) -> Path:
+        work = _wait_demo(request.config, None) if not parts else None
+        for part in parts:
+            work = _wait_demo(request.config, part)
+        return work
+
+    return wait

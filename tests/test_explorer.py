@@ -32,9 +32,10 @@ def _tool():
     return tool
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_site(tmp_path_factory):
-    """A site built from small synthetic tables whose vision models include hostile names."""
+    """A site built from small synthetic tables whose vision models include hostile names (session-scoped, not
+    module-scoped: a module fixture would hold this module's tests on one xdist worker, the demo's with them)."""
     root = tmp_path_factory.mktemp("explorer")
     write_tables(root, 6, 2, ["cka_36", "mutual_knn_20"], n_subjects=3, n_rois=10, seed=5, trained=False)
     vision = pd.read_parquet(root / "vision_all.parquet")
@@ -152,7 +153,7 @@ def test_a_failed_build_keeps_the_previous_site(small_site, tmp_path):
 
 # ----------------------------------------------------------------------------- in a browser
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     """Headless Chromium through its WebDriver (Debian's chromium and chromium-driver, installed by
     tools/install_browser.sh where missing)."""
