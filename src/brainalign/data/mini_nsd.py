@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from brainalign.data.nsd import NSDLayout, subject_number
-from brainalign.figures.brainmap import write_mini_atlas
 from brainalign.io import atomic_path, write_text
 from brainalign.resources import hcp_parcels
 
@@ -268,6 +267,8 @@ def write_stimulus_release(root: Path, spec: MiniNSDSpec | None = None) -> None:
     ctab = "0 Unknown\n" + "".join(f"{i} {n}\n" for i, n in zip(parcels["index"], parcels["name"], strict=True))
     write_text(ctab, layout.parcel_table)
     # the planted parcels on fsaverage (deterministic, no random numbers drawn)
+    from brainalign.figures.brainmap import write_mini_atlas  # (the figures package is slow to import: here only)
+
     write_mini_atlas(layout, {int(parcels.set_index("name").loc[n, "index"]): n for n in spec.planted})
 
     # behavioural responses: which image each trial showed, session/run/trial, old/new

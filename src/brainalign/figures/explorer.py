@@ -354,6 +354,14 @@ class ExplorerBuilder:
             (f"benchmark ({inp.benchmark})", num(row["benchmark"])),
             ("rank in family", f"{rank} of {size}" if rank else "n/a"),
         ]
+        if data["has_ceilings"]:
+            ratios = [r["normalised"] for r in data["parcel_rows"] if r.get("normalised") is not None]
+            facts.append(("score / split-half ceiling", f"{num(float(np.mean(ratios)))} (mean over the {len(ratios)} "
+                          "parcels with a reliable ceiling)" if ratios else "n/a (no parcel has a reliable ceiling)"))
+        if data["has_nulls"]:
+            sig = [r for r in data["parcel_rows"] if r.get("significant") and not r["significant"].startswith("0/")]
+            facts.append(("permutation nulls", f"{len(sig)} of {len(data['parcel_rows'])} parcels significant "
+                          "(FDR) in at least one subject"))
         dl = "\n".join(
             f"<dt>{_e(k)}</dt><dd>{v if k in ('layers', 'parcels') else _e(v)}</dd>" for k, v in facts)
         brain = (f'<figure><img id="brain-map" src="{_e(brain_png)}" alt="per-parcel brain map">'
