@@ -74,9 +74,14 @@ def pytest_collection_modifyitems(config, items):
             and not os.environ.get("BRAINALIGN_DEMO_RUN")
             and not config.option.collectonly):
         _start_demo(_shared_dir(config), config)
+        # the demo is the suite's critical path (its tests wait for it): this test process, and what its tests
+        # start, yield the CPU to it (the demo, already started, keeps the default priority)
+        os.nice(DEMO_PRIORITY)
 
 
 _DEMO_PROC: list = []
+#: the niceness the test processes take once the demo runs beside them
+DEMO_PRIORITY = 5
 
 
 def _start_demo(shared: Path, config) -> None:
