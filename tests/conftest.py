@@ -33,15 +33,18 @@ def _xdist_group(item) -> str | None:
     """The group a test runs in under ``pytest -n`` (``make test``: two workers, ``--dist loadgroup``).
 
     The SLURM tests share one cluster per module; tests that share a module-scoped fixture stay together
-    too, so that fixture (e.g. a precomputed-mode run) is built once, not once per worker. The demo's
-    tests are not grouped: the demo is built once for every worker (:func:`demo_run`) and read only."""
+    too, so that fixture (e.g. a precomputed-mode run) is built once, not once per worker; a module's
+    tests that need the demo form a group of their own, so the worker that runs the module's other tests
+    is not held until the demo has finished. The demo's tests are not grouped otherwise: the demo is built
+    once for every worker (:func:`demo_run`) and read only."""
     if item.get_closest_marker("slurm"):
         return "slurm"
     info = getattr(item, "_fixtureinfo", None)
     for name in item.fixturenames:
         defs = info.name2fixturedefs.get(name) if info else None
         if defs and defs[-1].scope == "module":
-            return item.module.__name__
+            demo = "demo_run" in item.fixturenames or "demo_stage" in item.fixturenames
+            return item.module.__name__ + (".demo" if demo else "")
     return None
 
 
