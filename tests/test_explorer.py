@@ -63,7 +63,7 @@ def test_subject_interval_is_students_t_interval():
         lo, hi = stats.t.interval(0.95, v.size - 1, loc=v.mean(), scale=stats.sem(v))
         mean, got_lo, got_hi, n = explorer.subject_interval(values)
         assert n == v.size and mean == pytest.approx(v.mean(), abs=1e-15)
-        assert (got_lo, got_hi) == pytest.approx((lo, hi), abs=2e-4 * (hi - lo))  # t quantile to 4 digits
+        assert (got_lo, got_hi) == pytest.approx((lo, hi), abs=1e-12)
     mean, lo, hi, n = explorer.subject_interval([0.4, float("nan")])
     assert (mean, n) == (0.4, 1) and np.isnan(lo) and np.isnan(hi)
 
@@ -82,7 +82,7 @@ def test_leaderboard_scores_equal_an_independent_pooling(small_site):
     assert len(merged) == 2 * 6 and merged["score"].notna().all()
     np.testing.assert_allclose(merged["score"], merged["mean"], rtol=0, atol=1e-12)
     half = stats.t.ppf(0.975, merged["count"] - 1) * merged["std"] / np.sqrt(merged["count"])
-    np.testing.assert_allclose(merged["high"] - merged["score"], half, rtol=1e-3)
+    np.testing.assert_allclose(merged["high"] - merged["score"], half, rtol=1e-12)
     assert (merged["n_subjects"] == 3).all()
     scores = pd.read_csv(root / "scores_vision.csv").set_index("model")
     for metric in ("cka_36", "mutual_knn_20"):

@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 #: Format version of the site (written into every page).
 EXPLORER_VERSION = 1
 ASSETS = Path(__file__).with_name("explorer_assets")
-#: Student's t quantiles (0.975) for the 95% interval over n subjects (df = n - 1).
-_T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
 
 
 def model_page(name: str) -> str:
@@ -69,7 +67,7 @@ def subject_interval(values: Sequence[float]) -> tuple[float, float, float, int]
         return mean, math.nan, math.nan, 1
     from scipy import stats
 
-    t = _T975.get(v.size) or float(stats.t.ppf(0.975, v.size - 1))
+    t = float(stats.t.ppf(0.975, v.size - 1))
     half = t * float(v.std(ddof=1)) / math.sqrt(v.size)
     return mean, mean - half, mean + half, int(v.size)
 
@@ -255,13 +253,13 @@ class ExplorerBuilder:
     def _model_pages(self, inp: ExplorerInputs, metric: str, rows: list[dict], ranks: dict,
                      head_cells: list) -> None:
         profiles = layer_parcel_profiles(inp.table, metric, self.con)
-        best = subject_best_layers(inp.table, metric, self.con)
         norm = None
         if self.ceilings is not None and len(self.ceilings):
             c = self.ceilings
             if "metric" in c.columns:
                 c = c[c["metric"] == metric]
-            if len(c):
+            if len(c):  # the per-subject best layers: a second pass over the table, only where it is used
+                best = subject_best_layers(inp.table, metric, self.con)
                 j = best.merge(c[["tgt_model", "tgt_feature", "ceiling"]], on=["tgt_model", "tgt_feature"], how="inner")
                 j["normalised"] = j["best"] / j["ceiling"].where(j["ceiling"] > 0)
                 norm = j.groupby(["src_model", "tgt_feature"]).agg(ceiling=("ceiling", "mean"),
