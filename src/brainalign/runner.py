@@ -10,6 +10,14 @@ from collections.abc import Callable
 
 from brainalign.io import InputError
 
+#: glibc malloc settings for the workflow's jobs (the Snakefile exports them unless the user set them). By
+#: default glibc hands every freed block over 32 MB back to the kernel and maps a new one at the next
+#: allocation, so a model's forward pass on the CPU faults in the pages of its activations again at every
+#: batch: a third of a vision feature job was kernel time (9 of 27 s for tf_efficientnet_lite0 on the
+#: demo, 0.9 with these). Blocks up to 64 MB come from the heap, and up to 512 MB of freed heap is kept for
+#: reuse; larger arrays (the engine's blocks at the paper's size) are mapped as before.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(512 << 20)}
+
 
 def run(snakemake, stage: Callable[[], None]) -> None:
     """Call ``stage()`` with logging to the rule's log file.
