@@ -859,7 +859,7 @@ def test_source_groups_rule():
 
 
 def test_depth_streaming_holds_the_budget(tmp_path):
-    """40 layers of 1,024 at n = 2,000 (655 MB of float64 z-scores) under a 384 MiB budget, in a
+    """40 layers of 2,048 at n = 1,000 (655 MB of float64 z-scores) under a 384 MiB budget, in a
     fresh process, read through loaders as the align job does: 3 groups, peak RSS <= the process
     before the job (interpreter, torch, the inputs) + the budget + the targets' z-scores + 0.15 GB,
     where one group would hold 655 MB of z-scores beyond the budget."""
@@ -872,12 +872,12 @@ def test_depth_streaming_holds_the_budget(tmp_path):
         "import json, h5py, numpy as np, torch\n"
         "from brainalign.io import h5_loader\n"
         "from brainalign.alignment.metrics import score_matrices\n"
-        "n, rng = 2000, np.random.default_rng(0)\n"
+        "n, rng = 1000, np.random.default_rng(0)\n"
         "latent = rng.normal(size=(n, 16)).astype(np.float32)\n"
         f"path = {str(tmp_path / 'f.h5')!r}\n"
         "with h5py.File(path, 'w') as f:\n"
         "    for i in range(40):\n"
-        "        f[f'l{i}'] = (latent @ rng.normal(size=(16, 1024)) + rng.normal(size=(n, 1024))).astype(np.float16)\n"
+        "        f[f'l{i}'] = (latent @ rng.normal(size=(16, 2048)) + rng.normal(size=(n, 2048))).astype(np.float16)\n"
         "rois = [(latent @ rng.normal(size=(16, 60)) + rng.normal(size=(n, 60))).astype(np.float32)"
         " for _ in range(6)]\n"
         "layers = [h5_loader(path, f'l{i}', np.float32) for i in range(40)]\n"
