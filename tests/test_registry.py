@@ -231,24 +231,35 @@ def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
 
 
 @pytest.mark.workflow
-def test_a_small_release_leaves_out_the_neighbour_variants_it_cannot_define(demo_run, tmp_path):
-    """The mini-NSD's shared split has 60 stimuli a subject: the default metrics leave out every
-    k >= 60 variant with one warning at start-up, and an align job on it holds the others only;
-    a variant named explicitly fails at start-up, naming it."""
-    import shutil
-
+def test_the_whole_workflow_runs_on_a_release_of_200_stimuli_a_subject(tmp_path):
+    """The README's ``snakemake --cores 2 --config nsd_root=DIR`` on an NSD-layout release of 200 stimuli a
+    subject (generated; 2 subjects and 3 models of the default registry, given on the command line): the
+    default metrics leave out every k >= 200 variant with one warning line at start-up that names them and
+    the stimulus count, and the whole run (tables, statistics, figures, explorer) completes with the others.
+    A variant named explicitly fails at start-up, naming it."""
     from brainalign.alignment.metrics import fit_metrics
+    from brainalign.pipeline import make_mini_nsd
 
-    work = tmp_path / "work"
-    shutil.copytree(demo_run, work, symlinks=True)
-    target = "results/alignment/shared1000/subj01/user_cnn.parquet"
-    proc = snakemake(work, target, "--cores", "2", "--config", "split=shared1000", "metrics=all", "align_batch=1")
+    nsd = tmp_path / "nsd"
+    make_mini_nsd(nsd, REPO / "config/models.yaml", "tf_efficientnet_lite0", "all-MiniLM-L6-v2",
+                  vision_input_size=128, stimuli_per_subject=200, subjects=("subj01", "subj02"))
+    work = copy_workflow(tmp_path / "w")
+    small = ["--config", f"nsd_root={nsd}", "subjects=[subj01,subj02]",
+             "vision_models=[user_cnn,tf_efficientnet_lite0.untrained]", "language_models=[all-MiniLM-L6-v2.untrained]"]
+    proc = snakemake(work, "--cores", "2", *small)
     warnings = [line for line in proc.stdout.splitlines() if "left out: their k is not below" in line]
-    kept, dropped = fit_metrics("all", 60)
-    assert len(warnings) == 1 and all(m in warnings[0] for m in dropped) and "60 stimuli of subj01" in warnings[0]
-    assert set(pd.read_parquet(work / target)["metric"].unique()) == set(kept)
-    proc = snakemake(work, "-n", "--config", "split=shared1000", "metrics=[cka_36,cycle_knn_60]", check=False)
-    assert proc.returncode != 0 and "cycle_knn_60 needs more than 60 stimuli; subj01 (split shared1000) has 60" in \
+    kept, dropped = fit_metrics(yaml.safe_load((REPO / "config/config.yaml").read_text())["metrics"], 200)
+    assert dropped == ["mutual_knn_200", "mutual_knn_400", "cycle_knn_200", "cycle_knn_400"]
+    assert len(warnings) == 1 and all(m in warnings[0] for m in dropped) and "200 stimuli of subj01" in warnings[0]
+    counts = job_counts(proc.stdout)
+    assert (counts["features"], counts["align"], counts["explorer"]) == (3, 4, 1), counts
+    for modality in ("vision", "language"):
+        got = set(pd.read_parquet(work / f"results/tables/{modality}_all.parquet", columns=["metric"])["metric"])
+        assert set(kept) <= got and not set(dropped) & got, (modality, sorted(got))
+    assert (work / "results/explorer/index.html").is_file()
+    assert (work / "results/figures/performance/brain_score_vs_benchmark.png").is_file()
+    proc = snakemake(work, "-n", *small[:-1], "metrics=[cka_36,mutual_knn_200]", check=False)
+    assert proc.returncode != 0 and "mutual_knn_200 needs more than 200 stimuli; subj01 (split paper) has 200" in \
         proc.stdout
 
 

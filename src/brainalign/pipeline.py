@@ -30,14 +30,21 @@ CHANCE_TOP1 = {"imagenet": 1e-3, "imagenet-a": 5e-3, "imagenet-a-clean": 5e-3, "
 
 
 def make_mini_nsd(root: Path, registry: Path, vision_model: str, language_model: str, seed: int = 0,
-                  stage: str = "all", vision_input_size: int | None = None) -> None:
+                  stage: str = "all", vision_input_size: int | None = None,
+                  stimuli_per_subject: int | None = None, subjects: Sequence[str] | None = None) -> None:
     """Generate the mini-NSD under ``root`` (see :mod:`brainalign.data.mini_nsd`): ``stage`` "stimuli"
     (images, captions, design, responses, atlas), "brain" (volumes, betas, ncsnr, ground truth) or
     "all". ``vision_input_size``: as the features jobs (config key of that name), so the planted
-    read-outs are the features the vision model gives there."""
+    read-outs are the features the vision model gives there. ``stimuli_per_subject`` (each subject's
+    images beyond the shared ones: its ``paper`` split) and ``subjects`` change the release's size from
+    the workflow's default (420; subj01, subj02, subj05, subj07), e.g. for a small release."""
     from brainalign.data.mini_nsd import MiniNSDSpec, write_brain_release, write_stimulus_release
 
     spec = MiniNSDSpec(seed=seed)
+    if stimuli_per_subject is not None:
+        spec.n_unique = int(stimuli_per_subject)
+    if subjects is not None:
+        spec.subjects = tuple(subjects)
     if stage in ("stimuli", "all"):
         write_stimulus_release(Path(root), spec)
     if stage in ("brain", "all"):
