@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import nibabel as nib
@@ -138,140 +137,96 @@ def test_plot_brain_map_writes_png_and_pdf(mini_atlas, tmp_path, symmetric):
 
 # ----------------------------------------------------------------------------- where a parcel is drawn
 
-PNG_DPI, PNG_PAD = 150, 0.1  # plot_brain_map's savefig: dpi, pad_inches (bbox_inches="tight")
-MARGIN_PX = 4  # rasterised face edges and antialiasing around the projected vertices
+def brute_force_view(coords, faces, camera, scale, pad, shape):
+    """Per pixel centre of a view: the covering triangles (point-in-triangle in the projected plane) and
+    their interpolated depths, one pixel at a time over every triangle (the slow, obvious z-buffer)."""
+    (da, ds), (ha, hs), (va, vs) = camera
+    right, up = hs * coords[:, ha], vs * coords[:, va]
+    xy = np.stack([(right - right.min()) * scale + pad, (up.max() - up) * scale + pad], axis=1)
+    depth = ds * coords[:, da]
+    a, b, c = xy[faces[:, 0]], xy[faces[:, 1]], xy[faces[:, 2]]
+
+    def covering(px, py):
+        den = (b[:, 1] - c[:, 1]) * (a[:, 0] - c[:, 0]) + (c[:, 0] - b[:, 0]) * (a[:, 1] - c[:, 1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w0 = ((b[:, 1] - c[:, 1]) * (px - c[:, 0]) + (c[:, 0] - b[:, 0]) * (py - c[:, 1])) / den
+            w1 = ((c[:, 1] - a[:, 1]) * (px - c[:, 0]) + (a[:, 0] - c[:, 0]) * (py - c[:, 1])) / den
+        w2 = 1 - w0 - w1
+        hit = (np.abs(den) > 1e-12) & (w0 >= -1e-9) & (w1 >= -1e-9) & (w2 >= -1e-9)
+        z = w0 * depth[faces[:, 0]] + w1 * depth[faces[:, 1]] + w2 * depth[faces[:, 2]]
+        return np.flatnonzero(hit), z[hit]
+
+    assert xy[:, 0].max() < shape[1] and xy[:, 1].max() < shape[0]
+    return covering
 
 
-def draw_alone(name, atlas, tmp_path, monkeypatch):
-    """plot_brain_map with one parcel's value (every other parcel is background): the PNG, the figure
-    it was saved from (kept open by catching pyplot.close), and what each nilearn plot_surf call was
-    given: (hemi, mesh coordinates, per-vertex map)."""
+@pytest.mark.parametrize(("hemi", "view"), [("lh", "lateral"), ("rh", "medial"), ("lh", "ventral")])
+def test_each_view_shows_the_nearest_surface_at_every_pixel(hemi, view):
+    """A figure view (:func:`view_vertices`, back faces culled) against every triangle tested at every
+    sampled pixel centre: background exactly where no triangle covers the pixel, else a vertex of a
+    covering triangle at the nearest depth."""
+    from brainalign.figures.brainmap import _fsaverage5, view_camera, view_vertices
+
+    scale, pad = 0.6, 3
+    vertex = view_vertices(hemi, view, scale=scale, pad=pad)
+    coords, faces = _fsaverage5()[hemi]["inflated"]
+    faces = np.asarray(faces, dtype=np.int64)
+    covering = brute_force_view(coords, faces, view_camera(hemi, view), scale, pad, vertex.shape)
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, vertex.shape[0], 400), rng.integers(0, vertex.shape[1], 400)
+    seen = 0
+    for r, c in zip(rows, cols, strict=True):
+        hit, z = covering(c + 0.5, r + 0.5)
+        if hit.size == 0:
+            assert vertex[r, c] == -1, (r, c)
+            continue
+        seen += 1
+        nearest = hit[z <= z.min() + 1e-9]
+        assert vertex[r, c] in set(faces[nearest].ravel().tolist()), (r, c, vertex[r, c], faces[nearest])
+    assert 100 < seen < 400  # the sample holds both surface and background
+
+
+def test_one_parcel_drawn_alone_is_coloured_where_that_parcel_is(mini_atlas_files, mini_atlas, tmp_path):
+    """V1 (id 1, occipital) and OFC (id 93, frontal), each drawn alone: in every view a pixel is coloured
+    exactly where its visible vertex carries the parcel's label (read from the atlas files here), both
+    hemispheres show it, the two parcels' pixels never meet, and each lies at its end of the brain
+    (posterior: right of the left lateral view, left of its medial view; anterior: left of the ventral
+    views). Shuffled labels, an off-by-one parcel index, swapped hemispheres or a mirrored camera all fail.
+    The PNG shows the coloured pixels too."""
     import matplotlib.image
-    import matplotlib.pyplot as plt
-    from nilearn import plotting
 
-    kept, surfs = [], []
-    close, plot_surf = plt.close, plotting.plot_surf
+    from brainalign.figures.brainmap import brain_map_panels
 
-    def record(surf_mesh, surf_map=None, **kwargs):
-        surfs.append((kwargs["hemi"], np.array(surf_mesh[0], dtype=np.float64), np.array(surf_map, dtype=float)))
-        return plot_surf(surf_mesh, surf_map=surf_map, **kwargs)
-
-    monkeypatch.setattr(plt, "close", kept.append)
-    monkeypatch.setattr(plotting, "plot_surf", record)
-    png = tmp_path / f"{name}.png"
-    plot_brain_map({name: 1.0}, atlas, png, tmp_path / f"{name}.pdf", title=f"{name} alone", label="value")
-    monkeypatch.setattr(plt, "close", close)
-    monkeypatch.setattr(plotting, "plot_surf", plot_surf)
-    (fig,) = kept
-    return matplotlib.image.imread(png)[..., :3], fig, surfs
-
-
-def png_pixels(fig, display_xy, png_shape):
-    """Display coordinates of ``fig`` (pixels at fig.dpi) -> (column, row) of the PNG it was saved to,
-    which savefig cropped to the figure's tight bounding box plus the padding."""
-    bbox = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
-    # the crop is the one savefig made: the PNG's size says so
-    assert abs((bbox.width + 2 * PNG_PAD) * PNG_DPI - png_shape[1]) < 2, (bbox, png_shape)
-    assert abs((bbox.height + 2 * PNG_PAD) * PNG_DPI - png_shape[0]) < 2, (bbox, png_shape)
-    inches = np.asarray(display_xy, dtype=np.float64) / fig.dpi
-    col = (inches[:, 0] - (bbox.x0 - PNG_PAD)) * PNG_DPI
-    row = ((bbox.y1 + PNG_PAD) - inches[:, 1]) * PNG_DPI
-    return col, row
-
-
-@functools.cache
-def inflated_fsaverage5(hemi):
-    """fsaverage5 inflated vertex coordinates from nilearn (read here, not through brainalign), centred as
-    nilearn's plot_surf centres the mesh it draws."""
-    from nilearn import datasets
-
-    xyz = np.asarray(datasets.load_fsaverage("fsaverage5")["inflated"].parts[
-        {"lh": "left", "rh": "right"}[hemi]].coordinates, dtype=np.float64)
-    return xyz - xyz.mean(axis=0)
-
-
-def parcel_boxes(fig, labels, parcel_id, png_shape):
-    """Per 3-D panel: (hemisphere, the PNG box [c0, c1, r0, r1] holding every vertex of the parcel as
-    that panel's camera projects it). The parcel's vertices come from the atlas files, their positions
-    from nilearn's inflated mesh."""
-    from mpl_toolkits.mplot3d import proj3d
-
-    boxes = []
-    for ax in (a for a in fig.axes if a.name == "3d"):
-        hemi = {"left": "lh", "right": "rh"}[ax.texts[0].get_text().split()[0]]  # the panel's caption
-        xyz = inflated_fsaverage5(hemi)[labels[hemi] == parcel_id]
-        x, y, _ = proj3d.proj_transform(xyz[:, 0], xyz[:, 1], xyz[:, 2], ax.get_proj())
-        col, row = png_pixels(fig, ax.transData.transform(np.column_stack([x, y])), png_shape)
-        boxes.append((hemi, (round(col.min()) - MARGIN_PX, round(col.max()) + MARGIN_PX,
-                             round(row.min()) - MARGIN_PX, round(row.max()) + MARGIN_PX)))
-    return boxes
-
-
-def coloured_pixels(rgb, fig):
-    """(rows, cols) of the PNG's saturated pixels (the value's colour, not the grey background), the
-    colour bar left out."""
-    (bar,) = [a for a in fig.axes if a.name != "3d"]
-    ext = bar.get_window_extent(fig.canvas.get_renderer())
-    col, row = png_pixels(fig, [(ext.x0, ext.y0), (ext.x1, ext.y1)], rgb.shape)
-    mask = (rgb.max(-1) - rgb.min(-1)) > 0.2
-    mask[int(row.min()) - MARGIN_PX: int(row.max()) + MARGIN_PX + 1,
-         int(col.min()) - MARGIN_PX: int(col.max()) + MARGIN_PX + 1] = False
-    return np.nonzero(mask)
-
-
-def inside(rows, cols, boxes):
-    hit = np.zeros(rows.shape, dtype=bool)
-    for _, (c0, c1, r0, r1) in boxes:
-        hit |= (cols >= c0) & (cols <= c1) & (rows >= r0) & (rows <= r1)
-    return hit
-
-
-def test_one_parcel_drawn_alone_is_coloured_where_that_parcel_is(mini_atlas_files, mini_atlas, tmp_path,
-                                                                monkeypatch):
-    """V1 (id 1, occipital) and OFC (id 93, frontal), each drawn alone. Vertices: each of the six surface
-    plots gets its hemisphere's inflated mesh and a map that is finite exactly on the parcel's vertices
-    (read from the atlas files here). Pixels: every coloured pixel of the PNG lies where the parcel's
-    vertices project in some panel (their box in that panel's camera, a few pixels of margin), both
-    hemispheres show it, and the other parcel's pixels are elsewhere. Shuffled parcel labels, an
-    off-by-one parcel index or vertex index, or swapped hemispheres all fail."""
     lh, rh, _ = mini_atlas_files
     labels = {hemi: np.asarray(nib.load(p).dataobj).reshape(-1)[:FSAVERAGE5_VERTICES].astype(int)
               for hemi, p in (("lh", lh), ("rh", rh))}
     id_of = {n: i for i, n in MINI_IDS.items()}
     drawn = {}
     for name in ("V1", "OFC"):
-        assert all((labels[h] == id_of[name]).sum() >= 20 for h in labels), name
-        rgb, fig, surfs = draw_alone(name, mini_atlas, tmp_path, monkeypatch)
-        assert [h for h, _, _ in surfs] == ["left"] * 3 + ["right"] * 3, [h for h, _, _ in surfs]
-        for side, mesh, vertex_map in surfs:
-            hemi = {"left": "lh", "right": "rh"}[side]
-            # (nilearn centres the mesh it is given, in place: compare centred meshes)
-            np.testing.assert_allclose(mesh - mesh.mean(axis=0), inflated_fsaverage5(hemi), rtol=0, atol=1e-6,
-                                       err_msg=hemi)
-            painted = np.isfinite(vertex_map)
-            want = labels[hemi] == id_of[name]
-            assert (painted == want).all(), (f"{name} alone, {hemi}: {int((painted & ~want).sum())} vertices "
-                                             f"painted off the parcel, {int((want & ~painted).sum())} of its "
-                                             f"{int(want.sum())} not painted")
-            assert (vertex_map[painted] == 1.0).all()
-        try:
-            boxes = parcel_boxes(fig, labels, id_of[name], rgb.shape)
-            rows, cols = coloured_pixels(rgb, fig)
-        finally:
-            import matplotlib.pyplot as plt
+        panels, _, _ = brain_map_panels({name: 1.0}, mini_atlas)
+        assert [(p["hemi"], p["view"]) for p in panels] == [(h, v) for h in ("lh", "rh")
+                                                             for v in ("lateral", "medial", "ventral")]
+        per_hemi = {"lh": 0, "rh": 0}
+        for p in panels:
+            rgb, vertex = p["rgb"], p["vertex"]
+            coloured = (rgb.max(-1) - rgb.min(-1)) > 0.2
+            want = np.zeros(vertex.shape, dtype=bool)
+            want[vertex >= 0] = labels[p["hemi"]][vertex[vertex >= 0]] == id_of[name]
+            assert (coloured == want).all(), (name, p["hemi"], p["view"], int((coloured != want).sum()))
+            assert (rgb[vertex < 0] == 1.0).all()  # background white
+            per_hemi[p["hemi"]] += int(coloured.sum())
+            drawn[name, p["hemi"], p["view"]] = coloured
+        assert min(per_hemi.values()) >= 20, (name, per_hemi)
+        png = tmp_path / f"{name}.png"
+        plot_brain_map({name: 1.0}, mini_atlas, png, tmp_path / f"{name}.pdf", title=f"{name} alone", label="value")
+        img = matplotlib.image.imread(png)[..., :3]
+        assert ((img.max(-1) - img.min(-1)) > 0.2).sum() >= 100
+    for key in [k for k in drawn if k[0] == "V1"]:
+        assert not (drawn[key] & drawn[("OFC", *key[1:])]).any(), key
 
-            plt.close(fig)
-        assert rows.size >= 100, f"{name} alone: only {rows.size} coloured pixels"
-        out = ~inside(rows, cols, boxes)
-        assert not out.any(), (f"{name} alone: {int(out.sum())} of {rows.size} coloured pixels lie outside "
-                               f"the parcel's projected boxes {boxes}, e.g. (row, col) "
-                               f"{list(zip(rows[out][:5].tolist(), cols[out][:5].tolist(), strict=True))}")
-        for hemi in ("lh", "rh"):
-            shown = inside(rows, cols, [b for b in boxes if b[0] == hemi]).sum()
-            assert shown >= 20, f"{name} alone: {shown} coloured pixels on the {hemi} panels"
-        drawn[name] = rows, cols, boxes
-    for a, b in (("V1", "OFC"), ("OFC", "V1")):
-        rows, cols, _ = drawn[a]
-        overlap = inside(rows, cols, drawn[b][2]).mean()
-        assert overlap < 0.05, f"{a} alone: {overlap:.0%} of its pixels lie in {b}'s boxes"
+    def column(name, hemi, view):  # mean column of the parcel's pixels, as a fraction of the view's width
+        mask = drawn[name, hemi, view]
+        return np.nonzero(mask)[1].mean() / mask.shape[1] if mask.any() else np.nan
+
+    assert column("V1", "lh", "medial") < 0.3 and column("V1", "rh", "medial") > 0.7
+    assert column("OFC", "lh", "ventral") < 0.5 and column("OFC", "rh", "ventral") < 0.5

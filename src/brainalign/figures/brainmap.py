@@ -203,13 +203,90 @@ def _colour_limits(lh: np.ndarray, rh: np.ndarray, symmetric: bool) -> tuple[flo
     return lo, hi
 
 
+#: Pixels per mm of the figure's views: a lateral view (~216 mm front to back) is ~430 pixels wide, the
+#: ~420 its panel has in the 150-dpi PNG.
+FIGURE_SCALE = 2.0
+
+
+def view_camera(hemi: str, view: str) -> tuple[tuple[int, float], tuple[int, float], tuple[int, float]]:
+    """The orthographic camera of one panel as (axis, sign) pairs of the surface's coordinates: depth
+    (smaller: nearer the camera), screen right, screen up. Lateral and medial views look along x with
+    anterior at the left for the left hemisphere's lateral view; ventral views look up from below,
+    anterior at the left, the lateral edge down."""
+    s = 1.0 if hemi == "lh" else -1.0
+    return {"lateral": ((0, s), (1, -s), (2, 1.0)),
+            "medial": ((0, -s), (1, s), (2, 1.0)),
+            "ventral": ((2, 1.0), (1, -1.0), (0, s))}[view]
+
+
+def _vertex_shade(coords: np.ndarray, faces: np.ndarray, sulc: np.ndarray, axis: int) -> np.ndarray:
+    """Grey level of each vertex: sulcal depth (gyri light, sulci darker) times a Lambert light from a
+    camera looking along ``axis`` (per-vertex normals: area-weighted face normals)."""
+    tri = coords[faces]
+    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    vn = np.zeros_like(coords)
+    for j in range(3):
+        np.add.at(vn, faces[:, j], fn)
+    vn /= np.linalg.norm(vn, axis=1, keepdims=True).clip(1e-12)
+    grey = 0.55 + 0.35 * (sulc.max() - sulc) / (np.ptp(sulc) or 1.0)
+    return grey * (0.45 + 0.55 * np.abs(vn[:, axis]))
+
+
+def view_vertices(hemi: str, view: str, scale: float = FIGURE_SCALE, pad: int = 3) -> np.ndarray:
+    """(H, W) index of the inflated fsaverage5 vertex of ``hemi`` seen at each pixel of ``view`` (-1:
+    none), ``scale`` pixels per mm, the mesh's bounding box plus ``pad`` pixels. The surface is closed
+    and its triangles face outwards, so those facing away from the camera are hidden and left out."""
+    coords, faces = _fsaverage5()[hemi]["inflated"]
+    faces = np.asarray(faces, dtype=np.int64)
+    (da, ds), (ha, hs), (va, vs) = view_camera(hemi, view)
+    tri = coords[faces]
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])[:, da]
+    faces = faces[ds * normal <= 0]  # the camera is at -ds along axis da
+    right, up = hs * coords[:, ha], vs * coords[:, va]
+    shape = (int(np.ceil(np.ptp(up) * scale)) + 2 * pad, int(np.ceil(np.ptp(right) * scale)) + 2 * pad)
+    xy = np.stack([(right - right.min()) * scale + pad, (up.max() - up) * scale + pad], axis=1)
+    return _rasterise(xy, ds * coords[:, da], faces, shape)
+
+
+def brain_map_panels(values: Mapping[str, float], atlas: SurfaceAtlas, cmap: str = "viridis",
+                     symmetric: bool = False, scale: float = FIGURE_SCALE) -> tuple[list[dict], float, float]:
+    """The figure's six views as images, and the colour limits: per (hemisphere, view) a dict with
+    ``hemi``, ``view``, ``vertex`` (:func:`view_vertices`) and ``rgb`` (float, (H, W, 3)): each pixel
+    its vertex's parcel value on the colour map, shaded; parcels without a value grey, background white."""
+    from matplotlib import colormaps
+
+    surf = _fsaverage5()
+    maps = dict(zip(HEMIS, roi_vertex_values(atlas, values), strict=True))
+    vmin, vmax = _colour_limits(maps["lh"], maps["rh"], symmetric)
+    colours = colormaps[cmap]
+    panels = []
+    for hemi in HEMIS:
+        coords, faces = surf[hemi]["inflated"]
+        for view in VIEWS:
+            vertex = view_vertices(hemi, view, scale)
+            seen = vertex >= 0
+            shade_v = _vertex_shade(coords, np.asarray(faces, dtype=np.int64), surf[hemi]["sulc"],
+                                    view_camera(hemi, view)[0][0])
+            shade = np.ones(vertex.shape)
+            shade[seen] = shade_v[vertex[seen]]
+            val = np.full(vertex.shape, np.nan)
+            val[seen] = maps[hemi][vertex[seen]]
+            rgb = colours(np.clip((np.nan_to_num(val) - vmin) / ((vmax - vmin) or 1.0), 0, 1))[..., :3]
+            tone = (0.35 + 0.65 * shade)[..., None]  # the light on a coloured parcel
+            img = np.where(np.isfinite(val)[..., None], rgb * tone, np.repeat(shade[..., None], 3, axis=2))
+            img[~seen] = 1.0
+            panels.append({"hemi": hemi, "view": view, "vertex": vertex, "rgb": img})
+    return panels, vmin, vmax
+
+
 def plot_brain_map(values: Mapping[str, float], atlas: SurfaceAtlas, png: Path, pdf: Path, title: str,
                    label: str, cmap: str = "viridis", symmetric: bool = False) -> None:
     """Per-parcel ``values`` on the inflated fsaverage5 surface: lateral, medial, ventral views of both hemispheres.
 
-    Parcels without a value show the sulcal-depth background; one shared colour
-    bar labelled ``label`` (symmetric around 0 when ``symmetric``). Writes ``png``
-    (150 dpi) and ``pdf`` atomically.
+    Each view is an orthographic raster of the surface (:func:`brain_map_panels`: a z-buffer over its
+    triangles, each pixel coloured by its nearest vertex's parcel), drawn once and placed in both files.
+    Parcels without a value show the shaded surface in grey; one shared colour bar labelled ``label``
+    (symmetric around 0 when ``symmetric``). Writes ``png`` (150 dpi) and ``pdf`` atomically.
     """
     import matplotlib
 
@@ -218,34 +295,21 @@ def plot_brain_map(values: Mapping[str, float], atlas: SurfaceAtlas, png: Path, 
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
-    from nilearn import plotting
 
-    surf = _fsaverage5()
-    maps = dict(zip(HEMIS, roi_vertex_values(atlas, values), strict=True))
-    vmin, vmax = _colour_limits(maps["lh"], maps["rh"], symmetric)
-    colours = plt.get_cmap(cmap)
-
+    panels, vmin, vmax = brain_map_panels(values, atlas, cmap, symmetric)
     fig = plt.figure(figsize=(9.0, 5.8))
-    col_w, row_h, top = 1 / 3, 0.38, 0.92  # two rows of 3D axes; colour bar below them
-    for r, hemi in enumerate(HEMIS):
-        sulc = surf[hemi]["sulc"]
-        span = np.ptp(sulc) or 1.0
-        bg = 0.25 + 0.3 * (sulc - sulc.min()) / span  # light grey gyri, mid grey sulci
-        for c, view in enumerate(VIEWS):
-            ax = fig.add_axes((c * col_w, top - (r + 1) * row_h, col_w, row_h), projection="3d")
-            plotting.plot_surf(
-                surf[hemi]["inflated"], surf_map=maps[hemi], bg_map=bg,
-                hemi="left" if hemi == "lh" else "right", view=view, engine="matplotlib",
-                cmap=colours, colorbar=False, vmin=vmin, vmax=vmax, axes=ax, figure=fig,
-            )
-            ax.set_box_aspect(None, zoom=1.4)  # the mesh fills its panel
-            for coll in ax.collections:
-                coll.set_rasterized(True)  # keeps the PDF small
-            side = "left" if hemi == "lh" else "right"
-            name = f"{side} {view}" + (" (anterior at left)" if view == "ventral" else "")
-            ax.text2D(0.5, 0.97, name, transform=ax.transAxes, ha="center", va="top", fontsize=9)
+    col_w, row_h, top = 1 / 3, 0.38, 0.92  # two rows of views; colour bar below them
+    for k, panel in enumerate(panels):
+        r, c = divmod(k, len(VIEWS))
+        ax = fig.add_axes((c * col_w + 0.01, top - (r + 1) * row_h + 0.01, col_w - 0.02, row_h - 0.06))
+        ax.imshow(panel["rgb"], interpolation="antialiased")
+        ax.set_axis_off()
+        side = "left" if panel["hemi"] == "lh" else "right"
+        name = f"{side} {panel['view']}" + (" (anterior at left)" if panel["view"] == "ventral" else "")
+        fig.text(c * col_w + col_w / 2, top - r * row_h - 0.01, name, ha="center", va="top", fontsize=9)
     fig.suptitle(title, y=0.985, fontsize=12)
     cax = fig.add_axes((0.3, 0.13, 0.4, 0.03))
+    colours = plt.get_cmap(cmap)
     bar = fig.colorbar(ScalarMappable(Normalize(vmin, vmax), colours), cax=cax, orientation="horizontal")
     bar.ax.xaxis.set_major_locator(MaxNLocator(nbins=5, symmetric=symmetric))  # labels never collide
     bar.ax.tick_params(labelsize=9)
@@ -323,17 +387,7 @@ def parcel_raster(atlas: SurfaceAtlas, width: int = 240) -> ParcelRaster:
         faces = np.asarray(faces, dtype=np.int64)
         xy = np.stack([horiz * coords[:, 1] * scale + width / 2, -coords[:, 2] * scale + height / 2], axis=1)
         vertex = _rasterise(xy, look * coords[:, 0], faces, (height, width))
-        # per-vertex normal (area-weighted face normals) for a Lambert light from the camera
-        tri = coords[faces]
-        fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        vn = np.zeros_like(coords)
-        for j in range(3):
-            np.add.at(vn, faces[:, j], fn)
-        vn /= np.linalg.norm(vn, axis=1, keepdims=True).clip(1e-12)
-        light = np.abs(vn[:, 0])
-        sulc = surf[hemi]["sulc"]
-        grey = 0.55 + 0.35 * (sulc.max() - sulc) / (np.ptp(sulc) or 1.0)  # gyri light, sulci darker
-        shade_v = grey * (0.45 + 0.55 * light)
+        shade_v = _vertex_shade(coords, faces, surf[hemi]["sulc"], 0)  # a light from the camera (along x)
         seen = vertex >= 0
         p = np.full(vertex.shape, -1, dtype=np.int64)
         p[seen] = atlas.labels(hemi)[vertex[seen]]
