@@ -262,11 +262,14 @@ def brain_map_panels(values: Mapping[str, float], atlas: SurfaceAtlas, cmap: str
     panels = []
     for hemi in HEMIS:
         coords, faces = surf[hemi]["inflated"]
+        shades = {}  # per camera axis (lateral and medial views share x)
         for view in VIEWS:
             vertex = view_vertices(hemi, view, scale)
             seen = vertex >= 0
-            shade_v = _vertex_shade(coords, np.asarray(faces, dtype=np.int64), surf[hemi]["sulc"],
-                                    view_camera(hemi, view)[0][0])
+            axis = view_camera(hemi, view)[0][0]
+            if axis not in shades:
+                shades[axis] = _vertex_shade(coords, np.asarray(faces, dtype=np.int64), surf[hemi]["sulc"], axis)
+            shade_v = shades[axis]
             shade = np.ones(vertex.shape)
             shade[seen] = shade_v[vertex[seen]]
             val = np.full(vertex.shape, np.nan)
