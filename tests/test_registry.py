@@ -231,39 +231,6 @@ def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
 
 
 @pytest.mark.workflow
-def test_the_whole_workflow_runs_on_a_release_of_200_stimuli_a_subject(tmp_path):
-    """The README's ``snakemake --cores 2 --config nsd_root=DIR`` on an NSD-layout release of 200 stimuli a
-    subject (generated; 2 subjects and 3 models of the default registry, given on the command line): the
-    default metrics leave out every k >= 200 variant with one warning line at start-up that names them and
-    the stimulus count, and the whole run (tables, statistics, figures, explorer) completes with the others.
-    A variant named explicitly fails at start-up, naming it."""
-    from brainalign.alignment.metrics import fit_metrics
-    from brainalign.pipeline import make_mini_nsd
-
-    nsd = tmp_path / "nsd"
-    make_mini_nsd(nsd, REPO / "config/models.yaml", "tf_efficientnet_lite0", "all-MiniLM-L6-v2",
-                  vision_input_size=128, stimuli_per_subject=200, subjects=("subj01", "subj02"))
-    work = copy_workflow(tmp_path / "w")
-    small = ["--config", f"nsd_root={nsd}", "subjects=[subj01,subj02]",
-             "vision_models=[user_cnn,tf_efficientnet_lite0.untrained]", "language_models=[all-MiniLM-L6-v2.untrained]"]
-    proc = snakemake(work, "--cores", "2", *small)
-    warnings = [line for line in proc.stdout.splitlines() if "left out: their k is not below" in line]
-    kept, dropped = fit_metrics(yaml.safe_load((REPO / "config/config.yaml").read_text())["metrics"], 200)
-    assert dropped == ["mutual_knn_200", "mutual_knn_400", "cycle_knn_200", "cycle_knn_400"]
-    assert len(warnings) == 1 and all(m in warnings[0] for m in dropped) and "200 stimuli of subj01" in warnings[0]
-    counts = job_counts(proc.stdout)
-    assert (counts["features"], counts["align"], counts["explorer"]) == (3, 4, 1), counts
-    for modality in ("vision", "language"):
-        got = set(pd.read_parquet(work / f"results/tables/{modality}_all.parquet", columns=["metric"])["metric"])
-        assert set(kept) <= got and not set(dropped) & got, (modality, sorted(got))
-    assert (work / "results/explorer/index.html").is_file()
-    assert (work / "results/figures/performance/brain_score_vs_benchmark.png").is_file()
-    proc = snakemake(work, "-n", *small[:-1], "metrics=[cka_36,mutual_knn_200]", check=False)
-    assert proc.returncode != 0 and "mutual_knn_200 needs more than 200 stimuli; subj01 (split paper) has 200" in \
-        proc.stdout
-
-
-@pytest.mark.workflow
 def test_adding_a_model_builds_its_features_and_align_jobs_only(demo_run, tmp_path):
     """A model added to a finished run: its features and its four align jobs, then the tables and what
     reads them; no brain summary, no other model's features or align job. Then it really runs: the other

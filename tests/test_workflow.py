@@ -6,17 +6,15 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts, snakemake
+from conftest import REPO, copy_workflow, job_counts, snakemake
 
 from brainalign.alignment.metrics import ALL_METRICS, EVERY_METRICS
 from brainalign.data.nsd import read_brain
@@ -520,104 +518,9 @@ def test_the_docs_figures_are_the_demos_own_outputs(demo_run, tmp_path):
         tool.write(tmp_path / "empty", tmp_path / "out")
 
 
-KILL_CONFIG = ["subjects=[subj01,subj02]", "vision_models=[tf_efficientnet_lite0,tf_efficientnet_lite0.untrained]",
-               "language_models=[all-MiniLM-L6-v2,all-MiniLM-L6-v2.untrained]"]
-KILL_TARGETS = ["results/tables/vision_all.parquet", "results/tables/language_all.parquet",
-                "results/stats/correlation_sigma36.csv"]
-TABLE_KEY = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature"]
-KILLS = 3
-
-
-def finished_outputs(results) -> dict:
-    """{output file: mtime} of every finished-looking output (no logs, no temporary files)."""
-    parts = ("stimuli", "brain", "features", "alignment", "tables", "stats")
-    return {p: p.stat().st_mtime_ns for part in parts for p in (results / part).rglob("*")
-            if p.is_file() and not p.name.startswith(".")}
-
-
 def plain(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with its dictionary-encoded (categorical) columns as plain strings."""
     return table.astype({c: str for c in table.columns if isinstance(table[c].dtype, pd.CategoricalDtype)})
-
-
-def incomplete_jobs(work: Path) -> set[str]:
-    """The jobs Snakemake had started and not yet recorded as finished (its ``.snakemake/incomplete/``
-    markers: one per output, named by the output path in urlsafe base64, split into chunks)."""
-    import base64
-
-    root = work / ".snakemake" / "incomplete"
-    out = set()
-    for marker in root.rglob("*") if root.exists() else []:
-        if marker.is_file() and marker.name != "migration_underway":
-            chunks = [c.lstrip("@") for c in marker.relative_to(root).parts]
-            out.add(producing_job(Path(base64.urlsafe_b64decode("".join(chunks)).decode())))
-    return out
-
-
-def producing_job(path) -> str:
-    """The job that writes ``path``: a features job writes one file per subject."""
-    return f"features:{path.stem}" if "features" in path.parts else str(path)
-
-
-def test_sigkill_at_three_seeded_moments_then_rerun_gives_the_uninterrupted_tables(demo_stage, tmp_path):
-    """From scratch on an NSD-layout directory (no generator), Snakemake and its jobs are SIGKILLed at
-    3 seeded moments (after a seeded number of outputs: the same on any machine's speed); each time the
-    README's recovery command is run. Nothing finished is redone (but the jobs in flight, which Snakemake
-    had started and not recorded as finished: their outputs may have landed), no temporary file survives,
-    and the final tables equal the uninterrupted demo run's rows (a second run from scratch)."""
-    nsd = tmp_path / "nsd"  # the demo's generated release (its last file: ground_truth.json), while it goes on
-    shutil.copytree(demo_stage("mini_nsd/ground_truth.json") / "results/mini_nsd", nsd,
-                    ignore=shutil.ignore_patterns("ground_truth.json", ".*"))
-    work = copy_workflow(tmp_path / "w")
-    results = work / "results"
-    args = ["--cores", "2", "--config", f"nsd_root={nsd}", *KILL_CONFIG, "--", *KILL_TARGETS]
-    rng = np.random.default_rng(20261202)
-    kills = []
-    for k in range(KILLS):
-        if k:  # the README's line after a crash: unlock, then rerun the incomplete jobs
-            snakemake(work, "--unlock", "--config", f"nsd_root={nsd}", *KILL_CONFIG)
-        cmd = [SNAKEMAKE, *args[:2], *(["--rerun-incomplete"] if k else []), *args[2:]]
-        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        # the moment: after a seeded number of outputs more have landed, then a seeded fraction of a second
-        # into the next jobs (progress, not wall time: the same moments on a fast, slow or busy machine)
-        need, extra = len(finished_outputs(results)) + int(rng.integers(2, 5)), rng.uniform(0.0, 1.5)
-        deadline = time.monotonic() + 900
-        while proc.poll() is None and len(finished_outputs(results)) < need and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(extra)
-        if proc.poll() is not None:
-            break  # finished before this moment came
-        os.killpg(proc.pid, signal.SIGKILL)  # a crash: Snakemake and its jobs, no clean-up
-        proc.wait()
-        kills.append((finished_outputs(results), incomplete_jobs(work)))
-    assert len(kills) == KILLS, f"the run finished after {len(kills)} kills; kill earlier"
-
-    snakemake(work, "--unlock", "--config", f"nsd_root={nsd}", *KILL_CONFIG)
-    snakemake(work, *args[:2], "--rerun-incomplete", *args[2:])
-    for before, in_flight in kills:
-        # only jobs in flight at the kill are redone: those Snakemake had started and not recorded as finished
-        # (the running ones, whose outputs may have landed, and those a kill before left unfinished)
-        redone = {producing_job(p.relative_to(work)) for p, mtime in before.items()
-                  if not p.exists() or p.stat().st_mtime_ns != mtime}
-        assert redone <= in_flight, (redone, in_flight)
-    # the kills fell after some jobs had finished and been recorded
-    last, in_flight = kills[-1]
-    assert len({producing_job(p.relative_to(work)) for p in last} - in_flight) >= 4
-    assert not [p for p in results.rglob(".*.tmp")], "a killed job's temporary file survived the rerun"
-
-    demo_run = demo_stage()  # the finished demo, to compare with
-    subjects, models = ["subj01", "subj02"], {"tf_efficientnet_lite0", "tf_efficientnet_lite0.untrained",
-                                              "all-MiniLM-L6-v2", "all-MiniLM-L6-v2.untrained"}
-    for modality in ("vision", "language"):
-        got = pd.read_parquet(results / f"tables/{modality}_all.parquet")
-        want = pd.read_parquet(demo_run / f"results/tables/{modality}_all.parquet")
-        want = want[want["src_model"].isin(models) & want["tgt_model"].isin(subjects)]
-        assert len(got) == len(want) > 0
-        # this run's align batches (2 models) are not the demo's (8): other row blocks, so the float32
-        # kernel blocks' sums round differently (the engine's float32 tolerance, tests/test_summary.py)
-        pd.testing.assert_frame_equal(plain(got).sort_values(TABLE_KEY).reset_index(drop=True),
-                                      plain(want).sort_values(TABLE_KEY).reset_index(drop=True), rtol=0, atol=5e-6)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
@@ -923,28 +826,6 @@ def test_a_release_without_freesurfer_folder_plans_around_it_at_start(demo_run, 
     assert ids_a.tolist() == ids_b.tolist() and list(rois_a) == list(rois_b)
     for roi in rois_b:
         np.testing.assert_array_equal(rois_a[roi], rois_b[roi])
-
-
-def test_one_core_and_two_cores_give_the_same_tables(demo_run, tmp_path):
-    """Align jobs rerun with --cores 1 (one torch thread, other reduction orders) reproduce the
-    demo's --cores 2 tables to 1e-6, and the row invariant of aggregate holds."""
-    work = tmp_path / "work"
-    shutil.copytree(demo_run, work, symlinks=True)  # keeps mtimes and .snakemake's records
-    # the align batches of the last checkpoint (alone) and of the 3 language models (brainalign.alignment.batches)
-    redo, subjects = {"mini_nsd_cnn@epoch8", "all-MiniLM-L6-v2+2"}, {"subj01", "subj05"}
-    for f in (work / "results/alignment/paper").rglob("*.parquet"):
-        if f.stem in redo and f.parent.name in subjects:
-            f.unlink()
-    tables = ["results/tables/vision_all.parquet", "results/tables/language_all.parquet"]
-    for t in tables:
-        (work / t).unlink()
-    counts = job_counts(snakemake(work, "--cores", "1", *tables).stdout)
-    assert counts["align"] == len(subjects) * len(redo) and counts["aggregate"] == 2 and "features" not in counts
-    key = ["src_model", "tgt_model", "metric", "src_feature", "tgt_feature"]
-    for t in tables:
-        got = pd.read_parquet(work / t).sort_values(key).reset_index(drop=True)
-        want = pd.read_parquet(demo_run / t).sort_values(key).reset_index(drop=True)
-        pd.testing.assert_frame_equal(got, want, rtol=0, atol=1e-6)
 
 
 def test_convergence_target_builds_model_model_tables_stats_and_figure(demo_run, tmp_path):

@@ -198,6 +198,9 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
         raise InputError(f"{what} on {subject}: nulls asked for with {permutations} permutations "
                          "(config key 'null_permutations' must be >= 1)")
     device = resolve_device(device)
+    import torch
+
+    log.info("align %s on %s: device %s, %d torch threads", what, subject, device, torch.get_num_threads())
     # loaders, not arrays: the engine reads each layer and ROI once, z-scores it and drops the raw copy
     ids, rois = brain_loaders(Path(brain_h5))
     per_model = [feature_loaders(Path(f), expected_ids=ids)[1] for f in features_h5]

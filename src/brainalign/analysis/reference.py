@@ -160,6 +160,22 @@ def profile_matrix(table: pd.DataFrame, metric: str = "cka_36") -> pd.DataFrame:
     return mean.unstack("tgt_feature")
 
 
+def _cache_umap_jit() -> None:
+    """Keep umap-learn's numba functions compiled on disk (numba's cache, beside the package or in the user's
+    cache directory) instead of compiling them in every process: ~12 s of a UMAP figure job, whatever the
+    number of profiles, then ~0.1 s. The compiled code is the same, so is the embedding."""
+    import sys
+
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    for name, module in list(sys.modules.items()):
+        if name == "umap" or name.startswith("umap."):
+            for obj in list(vars(module).values()):
+                if isinstance(obj, CPUDispatcher) and isinstance(obj._cache, NullCache):
+                    obj.enable_caching()
+
+
 def umap_embedding(profiles: pd.DataFrame, n_neighbors: int = 50, min_dist: float = 1.0,
                    seed: int = 0) -> pd.DataFrame:
     """2-D UMAP (cosine) of the rows of ``profiles`` (the paper: n_neighbors 50, min_dist 1).
@@ -169,6 +185,7 @@ def umap_embedding(profiles: pd.DataFrame, n_neighbors: int = 50, min_dist: floa
     """
     import umap
 
+    _cache_umap_jit()
     x = profiles.to_numpy(dtype=np.float64)
     if len(x) < 4:
         raise ValueError(f"UMAP needs at least 4 profiles, got {len(x)}")
