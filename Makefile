@@ -29,11 +29,11 @@ demo: venv
 # background at collection and builds while the unit tests run (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/python -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -rs --durations=15 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Unit tests only (no Snakemake runs, no SLURM): the edit loop.
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not workflow and not slurm" -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm" -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Static checks, run by CI before the tests: ruff (rule set in pyproject.toml), snakefmt, Snakemake's
 # linter, the conda envs' pins against requirements.txt, and a strict build of the documentation (a broken

@@ -69,10 +69,19 @@ def pytest_collection_modifyitems(config, items):
                 from _pytest.nodes import NodeId
 
                 item._id = NodeId.parse(f"{item.nodeid}@{group}")
-    # the demo's tests last; those that start from its first outputs (demo_stage) before those of the
-    # finished run, so they run beside the demo's later jobs
-    items.sort(key=lambda item: 2 if "demo_run" in item.fixturenames else 1 if "demo_stage" in item.fixturenames
-               else 0)
+    # the order the workers take the tests in (``make test`` passes --no-loadscope-reorder, so xdist keeps it
+    # instead of sending the largest groups first): the long chains marked ``early`` first, the demo's tests
+    # last (a group with one of them goes with it), and those that start from its first outputs (demo_stage)
+    # before those of the finished run, so they run beside the demo's later jobs
+    def rank(item) -> int:
+        return (2 if "demo_run" in item.fixturenames else 1 if "demo_stage" in item.fixturenames
+                else -1 if item.get_closest_marker("early") else 0)
+
+    group_rank: dict[str, int] = {}
+    for item, group in groups.items():
+        if group:
+            group_rank[group] = max(group_rank.get(group, -1), rank(item))
+    items.sort(key=lambda item: group_rank[groups[item]] if groups[item] else rank(item))
     if (any({"demo_run", "demo_stage"} & set(item.fixturenames) for item in items)
             and not os.environ.get("BRAINALIGN_DEMO_RUN")
             and not config.option.collectonly):

@@ -19,7 +19,8 @@ import yaml
 from conftest import REPO, SNAKEMAKE, copy_workflow, job_counts, snakemake
 from test_workflow import plain
 
-pytestmark = pytest.mark.workflow
+# early: the module's chain (the release, its whole run, then three tests on it) is the longest but the demo's
+pytestmark = [pytest.mark.workflow, pytest.mark.early]
 
 #: the release's size, and the subjects and models of its runs (3 cheap models of the default registry, given on
 #: the command line: with the default 10 models a run costs a demo's worth of CPU)
