@@ -56,7 +56,7 @@ def _shared_dir(config) -> Path:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """Tests of the finished demo last (a stable sort: each module keeps its order), and the demo started
+    """The order of the tests (a stable sort: each module keeps its order; see ``rank``), and the demo started
     in the background when the selected tests (after ``-k``/``-m``) hold one, so it builds while the
     other tests run."""
     groups = {item: _xdist_group(item) for item in items}
@@ -70,17 +70,19 @@ def pytest_collection_modifyitems(config, items):
 
                 item._id = NodeId.parse(f"{item.nodeid}@{group}")
     # the order the workers take the tests in (``make test`` passes --no-loadscope-reorder, so xdist keeps it
-    # instead of sending the largest groups first): the long chains marked ``early`` first, the demo's tests
-    # last (a group with one of them goes with it), and those that start from its first outputs (demo_stage)
-    # before those of the finished run, so they run beside the demo's later jobs
+    # instead of sending the largest groups first): the long chains marked ``early`` first, then the tests that
+    # start from the demo's first outputs (demo_stage: the demo through SLURM), so they run beside the demo, and
+    # the tests of the finished demo last; a group goes with its earliest test (a group with a test of the
+    # finished demo: last)
     def rank(item) -> int:
-        return (2 if "demo_run" in item.fixturenames else 1 if "demo_stage" in item.fixturenames
-                else -1 if item.get_closest_marker("early") else 0)
+        return (2 if "demo_run" in item.fixturenames else -2 if item.get_closest_marker("early")
+                else -1 if "demo_stage" in item.fixturenames else 0)
 
-    group_rank: dict[str, int] = {}
+    members: dict[str, list[int]] = {}
     for item, group in groups.items():
         if group:
-            group_rank[group] = max(group_rank.get(group, -1), rank(item))
+            members.setdefault(group, []).append(rank(item))
+    group_rank = {group: 2 if 2 in ranks else min(ranks) for group, ranks in members.items()}
     items.sort(key=lambda item: group_rank[groups[item]] if groups[item] else rank(item))
     if (any({"demo_run", "demo_stage"} & set(item.fixturenames) for item in items)
             and not os.environ.get("BRAINALIGN_DEMO_RUN")

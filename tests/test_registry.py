@@ -228,30 +228,3 @@ def test_registry_edits_rerun_only_the_models_they_change(demo_run, tmp_path):
     proc = snakemake(work, "-n", "--cores", "2")
     assert (job_counts(proc.stdout)["features"], job_counts(proc.stdout)["align"]) == (2, 4)  # one batch
     assert "user_cnn" in proc.stdout
-
-
-@pytest.mark.workflow
-def test_adding_a_model_builds_its_features_and_align_jobs_only(demo_run, tmp_path):
-    """A model added to a finished run: its features and its four align jobs, then the tables and what
-    reads them; no brain summary, no other model's features or align job. Then it really runs: the other
-    models' alignment files keep their bytes and mtimes, the new model's rows join the table."""
-    import shutil
-
-    work = tmp_path / "work"
-    shutil.copytree(demo_run, work, symlinks=True)
-    registry = work / "config" / "models.yaml"
-    registry.write_text(registry.read_text() + "\nuser_cnn.seed7:\n  modality: vision\n  source: python\n"
-                        "  architecture: config/user_models.py:small_cnn\n  weights: random\n  seed: 7\n")
-    config = work / "config" / "config.yaml"
-    config.write_text(config.read_text().replace("  - user_cnn ", "  - user_cnn.seed7\n  - user_cnn "))
-    proc = snakemake(work, "-n", "--cores", "2")
-    counts = job_counts(proc.stdout)
-    assert (counts["features"], counts["align"]) == (1, 4), counts
-    assert "brain_summary" not in counts and "ingest" not in counts and "user_cnn.seed7" in proc.stdout
-    before = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
-    snakemake(work, "--cores", "2", "results/tables/vision_all.parquet")
-    after = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
-    assert {p: after[p] for p in before} == before
-    assert sorted(p.parent.name for p in set(after) - set(before)) == ["subj01", "subj02", "subj05", "subj07"]
-    table = pd.read_parquet(work / "results/tables/vision_all.parquet", columns=["src_model"])
-    assert "user_cnn.seed7" in set(table["src_model"])

@@ -49,7 +49,7 @@ def whole_run(release, tmp_path_factory) -> dict:
     ``rule all``: {"work": the directory, "stdout": Snakemake's output}."""
     work = copy_workflow(tmp_path_factory.mktemp("whole") / "w")
     proc = snakemake(work, "--cores", "2", "--config", f"nsd_root={release}", *SMALL)
-    return {"work": work, "stdout": proc.stdout}
+    return {"work": work, "stdout": proc.stdout, "release": release}
 
 
 def sorted_table(path: Path) -> pd.DataFrame:
@@ -180,5 +180,51 @@ def test_align_jobs_at_two_threads_give_the_one_thread_tables(release, whole_run
     for t in TABLES:
         got, want = sorted_table(work / t), sorted_table(whole_run["work"] / t)
         pd.testing.assert_frame_equal(got, want, rtol=0, atol=5e-6)
-        knn = want["metric"].str.contains("knn")
+        knn = want["metric"].str.startswith(("mutual_knn", "cycle_knn"))
         assert knn.sum() > 0 and got.loc[knn, "score"].equals(want.loc[knn, "score"]), t
+
+
+def test_shared1000_features_are_extracted_once_and_copied_for_every_subject(whole_run, tmp_path):
+    """The shared1000 split (convergence's default stimulus set) is the same images for every subject: a
+    features job extracts them once per model and copies them for the other subjects."""
+    import h5py
+
+    work = tmp_path / "work"
+    shutil.copytree(whole_run["work"], work, symlinks=True)
+    release = whole_run["release"]
+    targets = [f"results/features/shared1000/{s}/user_cnn.h5" for s in SUBJECTS]
+    proc = snakemake(work, "--cores", "2", "--config", f"nsd_root={release}", *SMALL, "--", *targets)
+    assert job_counts(proc.stdout) == {"stimuli": 2, "features": 1, "total": 3}
+    log = (work / "results/logs/features/shared1000/user_cnn.log").read_text()
+    assert log.count("(copied)") == len(SUBJECTS) - 1, log
+    with h5py.File(work / targets[0]) as a, h5py.File(work / targets[1]) as b:
+        np.testing.assert_array_equal(a["stimulus_ids"][()], b["stimulus_ids"][()])
+        assert sorted(a["layers"]) == sorted(b["layers"]) and len(a["layers"]) == 4  # small_cnn's blocks
+        for name in a["layers"]:
+            np.testing.assert_array_equal(a["layers"][name][()], b["layers"][name][()], err_msg=name)
+
+
+def test_adding_a_model_builds_its_features_and_align_jobs_only(whole_run, tmp_path):
+    """A model added to a finished run: its features and its align jobs (a batch of its own on each subject),
+    then the tables and what reads them; no brain summary, no other model's features or align job. Then it
+    really runs: the other models' alignment files keep their bytes and mtimes, the new model's rows join the
+    table."""
+    work = tmp_path / "work"
+    shutil.copytree(whole_run["work"], work, symlinks=True)  # keeps mtimes and .snakemake's records
+    registry = work / "config" / "models.yaml"
+    registry.write_text(registry.read_text() + "\nuser_cnn.seed7:\n  modality: vision\n  source: python\n"
+                        "  architecture: config/user_models.py:small_cnn\n  weights: random\n  seed: 7\n")
+    config = ["--config", f"nsd_root={whole_run['release']}", *SMALL]
+    config[3] = config[3].replace("[user_cnn,", "[user_cnn.seed7,user_cnn,")
+    assert "user_cnn.seed7" in config[3]
+    proc = snakemake(work, "-n", "--cores", "2", *config)
+    counts = job_counts(proc.stdout)
+    assert (counts["features"], counts["align"]) == (1, len(SUBJECTS)), counts
+    assert "brain_summary" not in counts and "ingest" not in counts and "user_cnn.seed7" in proc.stdout
+    before = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
+    snakemake(work, "--cores", "2", *config, "--", "results/tables/vision_all.parquet")
+    after = {p: p.stat().st_mtime_ns for p in (work / "results/alignment").rglob("*.parquet")}
+    assert {p: after[p] for p in before} == before
+    assert sorted(p.parent.name for p in set(after) - set(before)) == SUBJECTS
+    table = pd.read_parquet(work / "results/tables/vision_all.parquet", columns=["src_model"])
+    assert "user_cnn.seed7" in set(table["src_model"])

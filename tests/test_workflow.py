@@ -829,20 +829,20 @@ def test_a_release_without_freesurfer_folder_plans_around_it_at_start(demo_run, 
 
 
 def test_convergence_target_builds_model_model_tables_stats_and_figure(demo_run, tmp_path):
-    """`snakemake results/figures/convergence/convergence.png` on a finished demo: the features of the
-    convergence split (shared1000), two converge jobs (3 language models x 2 batches of vision models), the
-    table, statistics and figure, and nothing of the brain side again. Trained vision x trained language pairs
-    align above every pair that involves an untrained copy; tables mode reads the table to the same numbers."""
+    """`snakemake results/figures/convergence/convergence.png` on a finished demo, on the brain run's split
+    (convergence split paper: its features are reused, no features job): two converge jobs (3 language models x
+    2 batches of vision models), the table, statistics and figure, and nothing of the brain side again. Trained
+    vision x trained language pairs align above every pair that involves an untrained copy; tables mode reads
+    the table to the same numbers. (The default split, shared1000, extracts its own features:
+    tests/test_small_release.py.)"""
     work = tmp_path / "w"
     shutil.copytree(demo_run, work, symlinks=True)
     target = "results/figures/convergence/convergence.png"
-    run = snakemake(work, "--cores", "2", target)
+    split = ["--config", "convergence={split: paper}"]
+    run = snakemake(work, "--cores", "2", *split, "--", target)
     counts = job_counts(run.stdout)
-    assert counts == {"stimuli": 4, "features": 12, "converge": 2, "convergence_table": 1, "convergence_stats": 1,
-                      "figure_convergence": 1, "total": 21}, counts
-    # shared1000 is the same images for every subject: extracted once per model, copied for the others
-    log = (work / "results/logs/features/shared1000/all-MiniLM-L6-v2.log").read_text()
-    assert log.count("(copied)") == 3
+    assert counts == {"converge": 2, "convergence_table": 1, "convergence_stats": 1, "figure_convergence": 1,
+                      "total": 5}, counts
     table = pd.read_parquet(work / "results/tables/convergence_language_vision.parquet")
     assert set(table["metric"]) == {"mutual_knn_10", "cka_36", "linear_cka"}
     vision_models = MODELS["vision"] + [f"mini_nsd_cnn@epoch{e}" for e in (1, 2, 4, 8)]
@@ -853,9 +853,9 @@ def test_convergence_target_builds_model_model_tables_stats_and_figure(demo_run,
 
     # the planted cross-modal truth: each stimulus's photo (ground_truth.json) is what its caption describes
     latent = json.loads((work / "results/mini_nsd/ground_truth.json").read_text())["stimuli"]
-    shared = pd.read_csv(work / "results/stimuli/shared1000/subj01.csv")
-    assert len(shared) == 60 and all(latent["photos"][latent["photo"][i - 1]] in caption
-                                     for i, caption in zip(shared["nsd_id"], shared["caption"], strict=True))
+    stimuli = pd.read_csv(work / "results/stimuli/paper/subj01.csv")  # convergence subject: the first
+    assert len(stimuli) > 60 and all(latent["photos"][latent["photo"][i - 1]] in caption
+                                     for i, caption in zip(stimuli["nsd_id"], stimuli["caption"], strict=True))
     pairs = pd.read_csv(work / "results/stats/convergence/pairs.csv")
     mk = pairs[pairs["metric"] == "mutual_knn_10"].set_index(["src_model", "tgt_model"])["score"]
     trained = [("all-MiniLM-L6-v2", v) for v in ("tf_efficientnet_lite0", "tf_efficientnet_lite1",
@@ -880,8 +880,9 @@ def test_convergence_target_builds_model_model_tables_stats_and_figure(demo_run,
                                              abs=1e-12)
     for ext in ("png", "pdf", "csv"):
         assert (work / f"results/figures/convergence/convergence.{ext}").stat().st_size > 500
-    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "2", target).stdout
-    # the docs' convergence figure is this figure (tools/docs_figures.py, OPT_IN)
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "2", *split, "--", target).stdout
+    # the docs' convergence figure (tools/docs_figures.py, OPT_IN: drawn from a demo on the default split) is
+    # this figure's layout
     spec = importlib.util.spec_from_file_location("docs_figures", REPO / "tools" / "docs_figures.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
