@@ -230,3 +230,18 @@ def test_one_parcel_drawn_alone_is_coloured_where_that_parcel_is(mini_atlas_file
 
     assert column("V1", "lh", "medial") < 0.3 and column("V1", "rh", "medial") > 0.7
     assert column("OFC", "lh", "ventral") < 0.5 and column("OFC", "rh", "ventral") < 0.5
+
+
+def test_fsaverage5_read_from_nilearns_files_equals_nilearns_loader():
+    """The meshes and sulcal depth read from nilearn's bundled files (no nilearn.datasets import) are the arrays
+    nilearn.datasets.load_fsaverage gives."""
+    from brainalign.figures.brainmap import _fsaverage5, _fsaverage5_from_nilearn
+
+    direct, reference = _fsaverage5(), _fsaverage5_from_nilearn()
+    for hemi in ("lh", "rh"):
+        for key in ("pial", "sphere", "sulc"):
+            assert direct[hemi][key].shape == reference[hemi][key].shape and len(direct[hemi][key]) == 10242
+            np.testing.assert_array_equal(direct[hemi][key], reference[hemi][key], err_msg=(hemi, key))
+        for got, want in zip(direct[hemi]["inflated"], reference[hemi]["inflated"], strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=(hemi, "inflated"))
+    assert not np.array_equal(direct["lh"]["pial"], direct["rh"]["pial"])

@@ -102,9 +102,42 @@ def load_atlas(lh: Path, rh: Path, ctab: Path) -> SurfaceAtlas:
     return SurfaceAtlas(lh=_read_labels(Path(lh)), rh=_read_labels(Path(rh)), names=names)
 
 
+#: nilearn's bundled fsaverage5 files per surface (nilearn/datasets/data/fsaverage5/<stem>_<left|right>.gii.gz)
+FSAVERAGE5_FILES = {"pial": "pial", "sphere": "sphere", "inflated": "infl", "sulc": "sulc"}
+
+
 @lru_cache
 def _fsaverage5() -> dict:
-    """fsaverage5 meshes and sulcal depth (bundled with nilearn, no download)."""
+    """fsaverage5 meshes and sulcal depth (bundled with nilearn, no download), read from nilearn's data files
+    with nibabel: importing ``nilearn.datasets`` (scikit-learn, scipy.stats) took ~2 s of every brain-map job.
+    The arrays are those of ``nilearn.datasets.load_fsaverage`` (a test compares them); where the files are
+    not found (another nilearn layout) that function is used."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nilearn")
+    root = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "fsaverage5" if spec else None
+    if root is None or not all((root / f"{stem}_{part}.gii.gz").is_file() for stem in FSAVERAGE5_FILES.values()
+                               for part in ("left", "right")):
+        return _fsaverage5_from_nilearn()
+    import nibabel as nib
+
+    def arrays(stem: str, part: str) -> list[np.ndarray]:
+        return [d.data for d in nib.load(str(root / f"{stem}_{part}.gii.gz")).darrays]
+
+    out = {}
+    for hemi, part in (("lh", "left"), ("rh", "right")):
+        pial, sphere, inflated = (arrays(FSAVERAGE5_FILES[k], part) for k in ("pial", "sphere", "inflated"))
+        out[hemi] = {
+            "pial": np.asarray(pial[0], dtype=np.float64),
+            "sphere": np.asarray(sphere[0], dtype=np.float64),
+            "inflated": (np.asarray(inflated[0], dtype=np.float64), np.asarray(inflated[1])),
+            "sulc": np.asarray(arrays(FSAVERAGE5_FILES["sulc"], part)[0], dtype=np.float64).reshape(-1),
+        }
+    return out
+
+
+def _fsaverage5_from_nilearn() -> dict:
+    """:func:`_fsaverage5` through ``nilearn.datasets`` (the reference its direct reading is tested against)."""
     from nilearn import datasets
 
     fs = datasets.load_fsaverage("fsaverage5")
