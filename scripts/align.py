@@ -10,4 +10,4 @@ run(s, lambda: align_batch_job(s.input.brain, list(s.input.features), list(s.par
                                s.params.metrics, s.params.device, s.output.scores, nulls_out=nulls,
                                null_metric=s.params.null_metric, permutations=int(s.params.null_permutations),
                                seed=int(s.params.seed), encoding=dict(s.params.encoding),
-                               summary_h5=s.input.summary))
+                               summary_h5=s.input.summary, max_gb=s.params.max_gb))

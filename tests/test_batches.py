@@ -71,12 +71,10 @@ def test_the_record_round_trips_and_a_broken_one_names_the_fix(tmp_path):
         read_record(path)
 
 
-def test_a_batch_job_writes_each_models_own_scores(tmp_path):
-    """align_batch_job on three models equals three align_job runs (scores and nulls), the models' rows
-    one after another."""
+def _release(tmp_path):
+    """A subject's brain file (2 ROIs) and three models' feature files (2, 3, 4 layers) on 40 stimuli."""
     from brainalign.data.nsd import write_brain
     from brainalign.models.features import write_features
-    from brainalign.pipeline import align_batch_job, align_job
 
     rng = np.random.default_rng(0)
     n, ids = 40, np.arange(40) + 1000
@@ -87,6 +85,15 @@ def test_a_batch_job_writes_each_models_own_scores(tmp_path):
         feats.append(tmp_path / f"{m}.h5")
         layers = [rng.standard_normal((n, 5 + j)).astype(np.float32) for j in range(2 + i)]
         write_features(feats[-1], m, ids, [f"l{j}" for j in range(len(layers))], layers, {})
+    return brain, feats, models
+
+
+def test_a_batch_job_writes_each_models_own_scores(tmp_path):
+    """align_batch_job on three models equals three align_job runs (scores and nulls), the models' rows
+    one after another."""
+    from brainalign.pipeline import align_batch_job, align_job
+
+    brain, feats, models = _release(tmp_path)
     kw = dict(metrics=["cka_36", "mutual_knn_20", "linear_cka"], device="cpu", null_metric="cka_36",
               permutations=3, seed=1)
     align_batch_job(brain, feats, models, "subj01", out=tmp_path / "batch.parquet",
@@ -104,3 +111,40 @@ def test_a_batch_job_writes_each_models_own_scores(tmp_path):
                                       rtol=1e-6)
     with pytest.raises(ValueError, match="one file per model"):
         align_batch_job(brain, feats[:2], models, "subj01", out=tmp_path / "x.parquet", **kw)
+
+
+def test_a_batch_beyond_half_the_budget_streams_in_groups_and_names_the_key(tmp_path, monkeypatch, caplog):
+    """align_max_gb is the engine's budget: below twice the batch's z-scores the layers are streamed in groups
+    (the ROIs' side once per group), the scores stay the one-group job's, and the log names the key and the
+    budget that makes the batch one group."""
+    import logging
+
+    from brainalign.alignment import engine
+    from brainalign.pipeline import align_batch_job
+
+    brain, feats, models = _release(tmp_path)
+    monkeypatch.setattr(engine, "MIN_GROUP_BYTES", 1)  # groups of any size (256 MB at least otherwise)
+    kw = dict(metrics=["cka_36", "mutual_knn_20", "cycle_knn_10", "cknna_10"], device="cpu")
+    groups = []
+    run = engine.run
+
+    def spy(sources, targets, specs, device, max_bytes, dtype, stats, **kwargs):
+        stats = {}
+        out = run(sources, targets, specs, device, max_bytes, dtype, stats, **kwargs)
+        groups.append(stats["source_groups"])
+        return out
+
+    monkeypatch.setattr(engine, "run", spy)
+    align_batch_job(brain, feats, models, "subj01", out=tmp_path / "one.parquet", **kw)
+    with caplog.at_level(logging.WARNING, logger="brainalign.pipeline"):
+        align_batch_job(brain, feats, models, "subj01", out=tmp_path / "groups.parquet", max_gb=1e-5, **kw)
+    need = 16 * 40 * (11 + 18 + 26) / 1e9 + 0.05
+    assert groups[0] == 1 and groups[1] > 2, groups
+    assert f"'align_max_gb' >= {need:.1f}" in caplog.text and f"in {groups[1]} groups" in caplog.text
+    one, grouped = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "groups.parquet")
+    pd.testing.assert_frame_equal(grouped.drop(columns="score"), one.drop(columns="score"))
+    # the same sums in other float32 blockings (CKA), float64 ones (CKNNA); neighbour counts exactly
+    np.testing.assert_allclose(grouped["score"], one["score"], rtol=0, atol=5e-6)
+    cknna, knn = one["metric"] == "cknna_10", one["metric"].isin(["mutual_knn_20", "cycle_knn_10"])
+    np.testing.assert_allclose(grouped["score"][cknna], one["score"][cknna], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(grouped["score"][knn], one["score"][knn])

@@ -283,11 +283,17 @@ def test_knn_reference_data_is_not_trivial():
         assert neighbour_count(name, ref_metric(name, sources[1], targets[0]), N_KNN) == want[name][1, 0], name
 
 
+@pytest.mark.parametrize("path", ["kernel", "torch"])
 @pytest.mark.parametrize("rows", [N_KNN, 97], ids=["one_block", "blocks_of_97"])
-def test_knn_counts_match_reference_at_n_2k(rows):
+def test_knn_counts_match_reference_at_n_2k(rows, path, monkeypatch):
     """Every mutual / cycle k-NN variant (k = 20 .. 400) at n = 1,000 >= 2 k, all 2 x 2 pairs, as exact
     integer counts (not within a tolerance: at k = 400 one neighbour is 2.5e-6 of the score), in one
-    block and in blocks of 97 rows (which do not divide n)."""
+    block and in blocks of 97 rows (which do not divide n); counted by the CPU kernel
+    (brainalign.alignment.rank_counts) and by the torch gathers every device runs."""
+    from brainalign.alignment import engine, rank_counts
+
+    monkeypatch.setattr(engine, "RANK_KERNEL", path == "kernel")
+    assert path == "torch" or rank_counts.available(), "numba's kernel does not run here"
     sources, targets, want = _knn_data()
     stats = {}
     got = score_matrices(sources, targets, KNN_METRICS, stats=stats,
@@ -299,6 +305,37 @@ def test_knn_counts_match_reference_at_n_2k(rows):
         if not np.array_equal(count, want[name]):
             bad.append(f"{name}: engine counts {count.tolist()} != reference {want[name].tolist()}")
     assert not bad, f"[blocks of {rows}] " + "; ".join(bad)
+
+
+def test_rank_kernel_counts_equal_the_torch_gathers():
+    """The CPU kernel's mutual and cycle counts for one row block equal the torch formulas' (those of
+    engine._source_block on other devices), for lists whose ranks are absent (BIG), present at every rank,
+    and ks that are not a prefix of the lists; either family alone too."""
+    import torch
+
+    from brainalign.alignment.engine import BIG
+    from brainalign.alignment.rank_counts import rank_counts
+
+    rng = np.random.default_rng(3)
+    b, T, k, n = 23, 7, 50, 300
+    flat = np.stack([np.concatenate([rng.choice(n, k, replace=False) for _ in range(T)]) for _ in range(b)])
+    fwd = np.full((b, n), BIG, np.int16)
+    back = np.full((b, n), BIG, np.int16)
+    for i in range(b):
+        fwd[i, rng.choice(n, k, replace=False)] = np.arange(k)
+        back[i, rng.choice(n, 3 * k, replace=False)] = rng.integers(0, 2 * k, 3 * k)
+    mks, cks = [10, 3, 50, 11], [1, 49, 7, 25, 50]  # (in any order)
+    mut, cyc = rank_counts(flat, fwd, back, T, k, mks, cks)
+    rx = torch.from_numpy(fwd).gather(1, torch.from_numpy(flat)).view(b, T, k)
+    rt = torch.from_numpy(back).gather(1, torch.from_numpy(flat)).view(b, T, k)
+    first = torch.maximum(rt, torch.arange(k, dtype=torch.int16)).amin(2)
+    for q, km in enumerate(mks):
+        np.testing.assert_array_equal(mut[:, q], (rx[:, :, :km] < km).sum((0, 2)).numpy(), err_msg=f"mutual {km}")
+    for q, kc in enumerate(cks):
+        np.testing.assert_array_equal(cyc[:, q], (first < kc).sum(0).numpy(), err_msg=f"cycle {kc}")
+    assert mut[:, -1].sum() > 0 and 0 < cyc[:, 2].sum() < b * T  # neither trivially zero nor full
+    np.testing.assert_array_equal(rank_counts(flat, fwd, None, T, k, mks, [])[0], mut)
+    np.testing.assert_array_equal(rank_counts(flat, None, back, T, k, [], cks)[1], cyc)
 
 
 def test_cknna_50_matches_reference_at_n_1000():
@@ -655,10 +692,8 @@ class EngineLog:
         from brainalign.alignment import engine as eng
 
         self.cka, self.products, self.cka_blocks, self.source_blocks, self.neighbours = [], [], [], [], []
-        self.mask_products, self.in_masks = [], False
         init, block, products, source_block, neighbours = (eng._CKA.__init__, eng._CKA.block, eng.inner_products,
                                                            eng._source_block, eng.block_neighbours)
-        masks_block = eng._Masks.block
 
         def cka_init(obj, *args, **kwargs):
             init(obj, *args, **kwargs)
@@ -670,16 +705,8 @@ class EngineLog:
             return block(obj, r0, r1, clock)
 
         def inner(a, b):
-            (self.mask_products if self.in_masks else self.products).append(
-                (a.dtype, b.dtype, tuple(a.shape), tuple(b.shape)))
+            self.products.append((a.dtype, b.dtype, tuple(a.shape), tuple(b.shape)))
             return products(a, b)
-
-        def masks(obj, src_lists, tgt_flat, r0, r1, acc):
-            self.in_masks = True
-            try:
-                return masks_block(obj, src_lists, tgt_flat, r0, r1, acc)
-            finally:
-                self.in_masks = False
 
         def source(s, g, lists_block, inv, r0, r1, *rest):
             self.source_blocks.append((s, r0, r1))
@@ -691,7 +718,6 @@ class EngineLog:
 
         monkeypatch.setattr(eng._CKA, "__init__", cka_init)
         monkeypatch.setattr(eng._CKA, "block", cka_block)
-        monkeypatch.setattr(eng._Masks, "block", masks)
         monkeypatch.setattr(eng, "inner_products", inner)
         monkeypatch.setattr(eng, "_source_block", source)
         monkeypatch.setattr(eng, "block_neighbours", search)
@@ -734,13 +760,16 @@ def test_row_blocks_follow_max_bytes(monkeypatch, budget, dtype):
     store = getattr(torch, dtype)
     (cka,) = log.cka
     assert cka["d2"] == (store, (S + T, b, n)), cka
-    assert all(dt == store for dt, _ in cka.values()), cka
-    # one kernel product per block and sigma (the stack holds a whole block here), made in the storage dtype
-    assert [(a, c) for a, c, _, _ in log.products] == [(store, store)] * (2 * len(blocks))
-    assert [sa for _, _, sa, _ in log.products] == [(S, (r1 - r0) * n) for r0, r1 in blocks for _ in range(2)]
-    # mutual_knn's counts: one float32 product of the 0/1 masks per block and k (the stack holds a block here)
-    assert log.mask_products == [(torch.float32, torch.float32, (S, (r1 - r0) * n), (T, (r1 - r0) * n))
-                                 for r0, r1 in blocks for _ in range(2)]
+    assert all(dt == store for part, (dt, _) in cka.items() if part != "rowsum"), cka
+    assert cka["rowsum"][0] == torch.float64, cka  # row sums gather many blocks' column sums
+    # one kernel product per block and sigma (the stack holds a whole block here), made in the storage dtype,
+    # over the block's columns from its first row on (the upper triangle); no other product (mutual_knn's
+    # counts are read off the neighbour ranks)
+    # (and, but for the last block, the square [r0, r1) x [r0, r1) once more: sums over the plane are twice the
+    # block's less the square)
+    per_block = [[(S, (r1 - r0) * (n - r0))] + ([(S, (r1 - r0) ** 2)] if r1 < n else []) for r0, r1 in blocks]
+    assert [(a, c) for a, c, _, _ in log.products] == [(store, store)] * (2 * sum(map(len, per_block)))
+    assert [sa for _, _, sa, _ in log.products] == [p for parts in per_block for _ in range(2) for p in parts]
     for name in BLOCK_METRICS:
         want = _block_reference("readout", name)
         # float32 storage is the CKA kernels only: the neighbour metrics and CKNNA are float64 sums throughout
@@ -760,7 +789,8 @@ def test_storage_dtype_is_what_the_kernels_are_made_of(monkeypatch, kind):
         out[dtype] = score_matrices(sources, targets, SMALL_METRICS, dtype=dtype,
                                     max_bytes=budget_for(9, sources, targets, SMALL_METRICS, dtype or "float32"))
         (cka,) = log.cka
-        seen = {dt for dt, _ in cka.values()} | {dt for p in log.products for dt in p[:2]}
+        assert cka["rowsum"][0] == torch.float64  # (whatever the storage)
+        seen = {dt for part, (dt, _) in cka.items() if part != "rowsum"} | {dt for p in log.products for dt in p[:2]}
         assert seen == {torch.float64 if dtype == "float64" else torch.float32}, (dtype, cka)
         assert log.cka_blocks == [(r0, min(N_BLOCKS, r0 + 9)) for r0 in range(0, N_BLOCKS, 9)], log.cka_blocks
     worst32 = 0.0
@@ -776,7 +806,7 @@ def test_storage_dtype_is_what_the_kernels_are_made_of(monkeypatch, kind):
 
 def test_memory_follows_the_budget(tmp_path):
     """n = 2,500, 8 layers, in a fresh process: peak RSS <= the process before the job (interpreter,
-    torch (~0.5 GB for its CUDA build alone) and the input arrays) + max_bytes (384 MiB) + the z-scored
+    torch (~0.5 GB for its CUDA build alone), numba's runtime and the input arrays) + max_bytes (384 MiB) + the z-scored
     float64 features + 0.1 GB, while one block holding every row would need over twice the budget."""
     import subprocess
     import sys
@@ -795,6 +825,8 @@ def test_memory_follows_the_budget(tmp_path):
         "features = sum(x.size for x in layers + rois) * 8\n"
         # VmHWM: this process's own peak (ru_maxrss would include the pytest parent's RSS at fork)
         "def hwm(): return int([x.split()[1] for x in open('/proc/self/status') if x.startswith('VmHWM')][0]) * 1024\n"
+        # numba's runtime (the CPU kernel of the k-NN counts, ~0.12 GB) is the process's, as torch's is
+        "from brainalign.alignment.rank_counts import available; assert available()\n"
         "before = hwm()\n"
         "stats = {}\n"
         "score_matrices(layers, rois, 'all', max_bytes=384 << 20, stats=stats)\n"

@@ -177,7 +177,7 @@ def _model_rows(models: Sequence[str], per_model: Sequence[Sequence]):
 def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequence[str], subject: str, metrics,
                     device: str, out: Path, nulls_out: Path | None = None, null_metric: str = "cka_36",
                     permutations: int = 0, seed: int = 0, encoding: dict | None = None,
-                    summary_h5: Path | None = None) -> None:
+                    summary_h5: Path | None = None, max_gb: float | None = None) -> None:
     """Every layer x ROI x metric of several models on one subject (one align batch,
     :mod:`brainalign.alignment.batches`), to one parquet file with the models' rows one after another.
 
@@ -185,7 +185,8 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
     the batch; the scores equal each model's own job. With ``nulls_out``, also each model's
     permutation nulls of ``null_metric`` (:func:`null_frame`) from the same data in the same process.
     ``encoding``: the ridge metric's options (config key ``encoding``). ``summary_h5``: the subject's
-    brain summary (:func:`brain_summary_job`), whose ROI side the engine reads instead of computing."""
+    brain summary (:func:`brain_summary_job`), whose ROI side the engine reads instead of computing.
+    ``max_gb``: the engine's memory budget in GB (config key ``align_max_gb``; None: its default)."""
     from brainalign.alignment.metrics import resolve_metrics, score_matrices
     from brainalign.data.nsd import brain_loaders, brain_voxel_ceilings
     from brainalign.models.features import feature_loaders, resolve_device
@@ -216,9 +217,12 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
         from brainalign.alignment.summary import read_summary
 
         brain = read_summary(summary_h5)
+    max_bytes = int(max_gb * 1e9) if max_gb is not None else None
+    if len(models) > 1:
+        _warn_groups(what, subject, [int(x.shape[1]) for x in layers], len(ids), max_bytes, device)
     try:
         mats = score_matrices(layers, list(rois.values()), metrics, device, encoding=encoding,
-                              voxel_ceilings=ceilings, brain=brain)
+                              voxel_ceilings=ceilings, brain=brain, max_bytes=max_bytes)
     except ValueError as exc:  # e.g. a k-NN variant with k >= the number of stimuli
         where = f"{brain_h5} and {summary_h5}" if brain is not None else brain_h5
         raise InputError(f"{what} on {where}: {exc} (config keys 'metrics', 'encoding')") from None
@@ -250,6 +254,20 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
     # both files, or neither: the nulls are computed before either is written
     write_parquet(nulls, nulls_out)
     write_parquet(scores, out)
+
+
+def _warn_groups(what: str, subject: str, widths: Sequence[int], n: int, max_bytes: int | None, device) -> None:
+    """Warn when a batch's layers will be streamed in several groups (so the ROIs' side is redone per group)."""
+    from brainalign.alignment.engine import source_groups
+    from brainalign.alignment.metrics import default_max_bytes
+
+    budget = max_bytes if max_bytes is not None else default_max_bytes(str(device))
+    groups, _ = source_groups(widths, n, budget)
+    if len(groups) > 1:
+        log.warning("%s on %s: the batch's %.1f GB of float64 z-scores exceed half the memory budget (%.1f GB), so "
+                    "its layers are streamed in %d groups and the ROIs' kernel blocks are formed once per group; "
+                    "config key 'align_max_gb' >= %.1f makes them one group", what, subject,
+                    8 * n * sum(widths) / 1e9, budget / 1e9, len(groups), 16 * n * sum(widths) / 1e9 + 0.05)
 
 
 def converge_job(src_files: Sequence[Path], src_models: Sequence[str], tgt_files: Sequence[Path],

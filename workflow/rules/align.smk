@@ -59,6 +59,7 @@ rule align:
         null_permutations=NULL_PERMUTATIONS,
         seed=ANALYSIS["resamples_seed"],
         encoding=config["encoding"],
+        max_gb=config["align_max_gb"],
     script:
         "../../scripts/align.py"
 

@@ -279,6 +279,11 @@ class _Clock:
         self.t = now
 
 
+def _head(buf, rows: int, cols: int):
+    """A contiguous (rows, cols) view at the start of a contiguous buffer."""
+    return buf.view(-1)[: rows * cols].view(rows, cols)
+
+
 def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool = False) -> tuple[int, int]:
     """Bytes the job holds whatever the block size (lists, their inverses, per-row sums), and
     bytes per block row (Gram rows, distances, kernels, neighbour gathers). ``summary``: the
@@ -290,7 +295,7 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
         fixed += S * n * plan.k_max * (2 * idx + 2) + S * (n + 1) * 8  # source lists + inverse
     if plan.k_cknna:
         fixed += T * n * plan.k_cknna * ((idx + 2) if summary else (2 * idx + 2)) + T * (n + 1) * 8
-    fixed += (S + T) * n_sig * n * 2 * itemsize  # row sums and centring estimates
+    fixed += (S + T) * n_sig * n * (8 + itemsize)  # row sums (float64) and centring estimates
     fixed += (S + T) * n * 8 * 3 + (64 << 20)  # squared norms, row means and norms, slack for small tensors
     per_row = 3 * n * 8  # one Gram row block, a float64 scratch, the top-k scratch
     if summary:
@@ -300,10 +305,8 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
         if any(kind == "rsa" for _, kind, _ in plan.kernels):
             per_row += (S + T) * n * itemsize  # and their pattern correlations
         fixed += _CKA.STACK_BYTES + (S + T) * n * itemsize  # the kernel stack (at least one row)
-    if plan.mutual:  # every representation's lists of the block (int64), and the masks' stack
-        per_row += (2 * S + T) * plan.k_max * 8
-        if not n_sig:  # (with kernels, the masks share the kernels' stack)
-            fixed += _CKA.STACK_BYTES + (S + T) * n * 4
+    if plan.mutual:  # the ranks gathered at the targets' lists (int16) and their comparisons
+        per_row += T * plan.k_max * 4
     if plan.k_max:
         # target lists (int64), two int16 gathers and two int16 scratch per (target, rank), dense ranks
         per_row += T * plan.k_max * (8 + 8 + 8) + 4 * n * 2
@@ -500,7 +503,6 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     progress = Progress(st.blocks, f"alignment pass {st.passes} (metrics)", "row blocks")
     acc = _Accumulators(plan, S, T, n, device)
     cka = _CKA(plan, src + tgt, S, n, b, store, device, brain) if plan.kernels else None
-    masks = _Masks(plan, S, T, n, b, device, cka.kern if cka else None) if plan.mutual and S else None
     clock.lap("exp")
     tmp = torch.empty(b, n, dtype=torch.float64, device=device) if cka else None
     for r0 in range(0, n, b):
@@ -511,11 +513,18 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
         for t, rep in enumerate(tgt):
             if brain is not None and not cka:
                 break  # nothing of the targets' Gram rows is needed
-            if single:
-                torch.mm(rep.z[r0:r1], rep.z.T, out=g32[:bb])
-                g.copy_(g32[:bb])
-            else:
-                torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+            if brain is not None:  # for the kernel blocks only: the columns from r0 on
+                gt = _head(g, bb, n - r0)
+                if single:
+                    torch.mm(rep.z[r0:r1], rep.z[r0:].T, out=_head(g32, bb, n - r0))
+                    gt.copy_(_head(g32, bb, n - r0))
+                else:
+                    torch.mm(rep.z[r0:r1], rep.z[r0:].T, out=gt)
+                clock.lap("gram")
+                cka.distances(S + t, gt, rep, r0, r1, tmp[:bb])
+                clock.lap("distances")
+                continue
+            torch.mm(rep.z[r0:r1], rep.z.T, out=g)
             clock.lap("gram")
             if cka:
                 cka.distances(S + t, g, rep, r0, r1, tmp[:bb])
@@ -533,18 +542,18 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
             if capture is not None:
                 capture(r0, r1, blk)
         for s, rep in enumerate(src):
-            if cka or plan.cknna:  # mutual and cycle need the lists only
+            if plan.cknna:  # (mutual and cycle need the lists only)
                 torch.mm(rep.z[r0:r1], rep.z.T, out=g)
                 clock.lap("gram")
+            elif cka:  # for the kernel blocks only: the columns from r0 on
+                torch.mm(rep.z[r0:r1], rep.z[r0:].T, out=_head(g, bb, n - r0))
+                clock.lap("gram")
             if cka:
-                cka.distances(s, g, rep, r0, r1, tmp[:bb])
+                cka.distances(s, g if plan.cknna else _head(g, bb, n - r0), rep, r0, r1, tmp[:bb])
                 clock.lap("distances")
-            if plan.cycle or plan.cknna:
+            if plan.k_max:
                 _source_block(s, g, src_lists[s][r0:r1], src_inv[s], r0, r1, blk, plan, acc, n)
                 clock.lap("neighbour metrics")
-        if masks is not None:
-            masks.block([x[r0:r1] for x in src_lists], blk.flat, r0, r1, acc)
-            clock.lap("neighbour metrics")
         del blk
         if cka:
             cka.block(r0, r1, clock)
@@ -581,6 +590,12 @@ class _CKA:
 
     ``rbf`` and ``linear`` kernels are approximately centred (see :mod:`brainalign.alignment.engine`), ``rsa``
     ones shifted by their sampled mean, so the float32 block products carry no large offsets.
+
+    Every kernel is symmetric, so a block of rows [r0, r1) forms its columns from r0 on only: the
+    square [r0, r1) x [r0, r1) and the rectangle to its right, whose transpose (the rows below) is
+    never formed. Every sum over the plane is then the square's plus twice the rectangle's; a row's
+    sum gathers its own entries from r0 on and, from the blocks above, their rectangles' column sums
+    (in float64). Half the plane's distances, exponentials and products.
     """
 
     # the kernel blocks of every representation are formed for a few rows at a time, so that
@@ -599,7 +614,7 @@ class _CKA:
         self.kern = torch.empty(R, self.rows * n, dtype=store, device=device)
         self.prod = torch.zeros(n_ker, S, R - S, dtype=torch.float64, device=device)
         self.self_prod = torch.zeros(n_ker, R, dtype=torch.float64, device=device)
-        self.rowsum = torch.zeros(n_ker, R, n, dtype=store, device=device)
+        self.rowsum = torch.zeros(n_ker, R, n, dtype=torch.float64, device=device)
         self.rsa = any(kind == "rsa" for _, kind, _ in plan.kernels)
         if self.rsa:
             # the block's pattern correlations (float64 from the Gram rows, then stored), sqrt(d) m_i
@@ -657,19 +672,26 @@ class _CKA:
         return int(max(1, min(b, cls.STACK_BYTES // (R * n * itemsize))))
 
     def distances(self, r: int, g, rep: Rep, r0: int, r1: int, tmp) -> None:
-        """Squared distances of block rows to every stimulus, from the Gram rows ``g``."""
+        """Squared distances of block rows to the stimuli from r0 on (the upper triangle's columns), from
+        the Gram rows ``g``: (b, n), or (b, n - r0) when only those columns were formed. They are stored
+        at columns [0, n - r0) of the block's buffer."""
         import torch
 
+        b, w = r1 - r0, self.n - r0
+        if g.shape[1] != w:
+            g = g[:, r0:]
+        tmp = tmp.view(-1)[: b * w].view(b, w)
         if self.rsa:  # before g is overwritten
-            torch.addr(g, self.mean_d[r, r0:r1], self.mean_d[r], alpha=-1.0, out=tmp)
-            tmp.mul_(self.inv_norm[r, r0:r1, None]).mul_(self.inv_norm[r, None, :]).sub_(self.rsa_shift[r])
-            self.corr[r, : r1 - r0].copy_(tmp)
+            torch.addr(g, self.mean_d[r, r0:r1], self.mean_d[r, r0:], alpha=-1.0, out=tmp)
+            tmp.mul_(self.inv_norm[r, r0:r1, None]).mul_(self.inv_norm[r, None, r0:]).sub_(self.rsa_shift[r])
+            self.corr[r, :b, :w].copy_(tmp)
         torch.mul(g, -2.0, out=tmp)
-        tmp.add_(rep.sq[None, :]).add_(rep.sq[r0:r1, None]).clamp_min_(0)
-        self.d2[r, : r1 - r0].copy_(tmp)
+        tmp.add_(rep.sq[None, r0:]).add_(rep.sq[r0:r1, None]).clamp_min_(0)
+        self.d2[r, :b, :w].copy_(tmp)
 
     def _kernel(self, i: int, kind: str, sigma: float, d2, k, q0: int, q1: int, r0: int) -> None:
-        """Kernel ``i`` of rows [q0, q1) into ``k`` (R, m, n) from their squared distances."""
+        """Kernel ``i`` of rows [q0, q1), columns [r0, n), into ``k`` (R, m, n - r0) from their squared
+        distances."""
         import torch
 
         if kind == "rbf":
@@ -678,34 +700,46 @@ class _CKA:
         elif kind == "linear":
             torch.mul(d2, -0.5, out=k)
         else:
-            k.copy_(self.corr[:, q0 - r0 : q1 - r0])
+            k.copy_(self.corr[:, q0 - r0 : q1 - r0, : k.shape[2]])
             m = q1 - q0
             rows = torch.arange(m, device=k.device)
-            k[:, rows, q0 + rows] = 0.0
+            k[:, rows, q0 - r0 + rows] = 0.0
             return
-        k.sub_(self.a[i, :, q0:q1, None] - self.c[i]).sub_(self.a[i, :, None, :])
+        k.sub_(self.a[i, :, q0:q1, None] - self.c[i]).sub_(self.a[i, :, None, r0:])
 
     def block(self, r0: int, r1: int, clock: _Clock) -> None:
-        """Every kernel's blocks and products for rows [r0, r1), a few rows at a time."""
+        """Every kernel's blocks and products for rows [r0, r1), columns from r0 on, a few rows at a time."""
         S, n = self.S, self.n
-        for q0 in range(r0, r1, self.rows):
-            q1 = min(r1, q0 + self.rows)
+        w, sq = n - r0, r1 - r0  # the block's columns; the square's
+        rows = max(1, min(sq, self.rows * n // w))  # as many rows as the stack holds at this width
+        for q0 in range(r0, r1, rows):
+            q1 = min(r1, q0 + rows)
             m = q1 - q0
-            flat = self.kern[:, : m * n]
-            k = flat.view(-1, m, n)
-            d2 = self.d2[:, q0 - r0 : q1 - r0]
+            flat = self.kern[:, : m * w]
+            k = flat.view(-1, m, w)
+            d2 = self.d2[:, q0 - r0 : q1 - r0, :w]
             for i, (_, kind, sigma) in enumerate(self.plan.kernels):
                 self._kernel(i, kind, sigma, d2, k, q0, q1, r0)
                 own = k[: self.own]
-                self.rowsum[i, : self.own, q0:q1] = own.sum(2)
-                self.self_prod[i, : self.own] += _sq_norms(own)
+                self.rowsum[i, : self.own, q0:q1] += own.sum(2)
+                if sq == w:  # the last block: a square alone
+                    self.self_prod[i, : self.own] += _sq_norms(own)
+                    clock.lap("exp")
+                    self.prod[i] += inner_products(flat[:S], flat[S:])
+                    clock.lap("products")
+                    continue
+                # the rectangle's columns are rows below: these rows' entries are part of their sums
+                self.rowsum[i, : self.own, r1:] += own.sum(1)[:, sq:]
+                # sums over the plane: twice the block's, less the square counted once
+                square = k[:, :, :sq].reshape(len(k), -1)
+                self.self_prod[i, : self.own] += 2.0 * _sq_norms(own) - _sq_norms(square[: self.own, None])
                 clock.lap("exp")
-                self.prod[i] += inner_products(flat[:S], flat[S:])
+                self.prod[i] += 2.0 * inner_products(flat[:S], flat[S:]) - inner_products(square[:S], square[S:])
                 clock.lap("products")
 
     def scores(self) -> dict[str, np.ndarray]:
         n, S = self.n, self.S
-        rowsum = self.rowsum.double()
+        rowsum = self.rowsum
         total = rowsum.sum(2)  # (n_ker, R)
         out = {}
         for i, (name, kind, _) in enumerate(self.plan.kernels):
@@ -732,56 +766,6 @@ def _sq_norms(k):
 
 
 # ----------------------------------------------------------------------------- neighbour metrics
-
-
-class _Masks:
-    """mutual_knn as matrix products: the count of pair (s, t) at k is ``<A_s, A_t>``, the inner
-    product over the stimulus plane of the two k-NN masks (``A[i, j] = 1`` when j is among i's k
-    nearest neighbours). Per few rows, every representation's 0/1 mask is formed (float32) and all
-    (source, target) counts are one product of the stacked flattened masks, as CKA's kernel
-    products are. Exact: float32 sums of 0/1 products are integers below 2^24 within each
-    :data:`ACCUMULATE_BLOCK` of columns, summed in float64 after."""
-
-    def __init__(self, plan: Plan, S: int, T: int, n: int, b: int, device, shared=None):
-        import torch
-
-        self.plan, self.S, self.n = plan, S, n
-        if shared is not None:  # the kernels' stack (R, rows x n), used between their blocks: zeroed per block
-            self.stack = shared.view(torch.float32)
-            self.rows = min(b, self.stack.shape[1] // n)
-        else:
-            self.rows = _CKA.stack_rows(S + T, n, b, 4)
-            self.stack = torch.zeros(S + T, self.rows * n, dtype=torch.float32, device=device)
-        self.shared = shared is not None
-        self.ones = torch.ones(1, dtype=torch.float32, device=device)
-        self.zeros = torch.zeros(1, dtype=torch.float32, device=device)
-
-    def block(self, src_lists: list, tgt_flat, r0: int, r1: int, acc: _Accumulators) -> None:
-        """Add rows [r0, r1): ``src_lists`` each source's lists of the rows (b, k_max),
-        ``tgt_flat`` (b, T * k_max) the targets' (as :meth:`_TargetBlock.finish` stacks them)."""
-        import torch
-
-        S, n, k = self.S, self.n, self.plan.k_max
-        b = r1 - r0
-        if self.shared:
-            self.stack[:, : min(b, self.rows) * n].zero_()
-        lists = torch.cat([torch.stack(src_lists).long(), tgt_flat.view(b, -1, k).transpose(0, 1)])  # (R, b, k)
-        for q0 in range(0, b, self.rows):
-            q1 = min(b, q0 + self.rows)
-            m = q1 - q0
-            flat = self.stack[:, : m * n]
-            view = flat.view(-1, m, n)
-            # the masks are nested: each k adds the ranks [previous k, k) to the last one; the stack is
-            # all zeros between chunks (the ones set are cleared at the end), so it is never zeroed whole
-            done = 0
-            for name, km in sorted(self.plan.mutual, key=lambda x: x[1]):
-                if km > done:
-                    idx = lists[:, q0:q1, done:km]
-                    view.scatter_(2, idx, self.ones.expand(idx.shape))
-                    done = km
-                acc.mutual[name] += torch.round(inner_products(flat[:S], flat[S:])).long()
-            idx = lists[:, q0:q1, :done]
-            view.scatter_(2, idx, self.zeros.expand(idx.shape))
 
 
 class _Accumulators:
@@ -812,6 +796,13 @@ class _Accumulators:
         return out
 
 
+def _cknna_ks(plan: Plan, device):
+    """CKNNA's ks as a (1, number of k) int16 row, for comparisons with ranks."""
+    import torch
+
+    return torch.tensor([[k for _, k in plan.cknna]], dtype=torch.int16, device=device)
+
+
 def _self_cknna(acc: dict, which: int, g, lists_block, entries, back_dense, plan: Plan):
     """The unbiased-HSIC sums of one representation's own masked kernel (K * M_X) for block rows.
 
@@ -822,13 +813,17 @@ def _self_cknna(acc: dict, which: int, g, lists_block, entries, back_dense, plan
     import torch
 
     local, cols, ranks = entries
-    kvals = torch.take(g, local * g.shape[1] + cols)  # K_ji = K_ij for the stimuli i whose lists hold block row j
-    for name, k in plan.cknna:
+    # K_ji = K_ij for the stimuli i whose lists hold block row j
+    kvals = g.view(-1).index_select(0, local * g.shape[1] + cols)
+    ks = _cknna_ks(plan, g.device)
+    # every k's column sums in one pass over the entries: (b, number of k)
+    cols_k = torch.zeros(g.shape[0], len(plan.cknna), dtype=torch.float64, device=g.device).index_add_(
+        0, local, kvals[:, None] * (ranks[:, None] < ks))
+    for q, (name, k) in enumerate(plan.cknna):
         idx = lists_block[:, :k].long()
         kv = g.gather(1, idx)
         back = back_dense.gather(1, idx) < k  # i among the k neighbours of j
-        col = torch.zeros(g.shape[0], dtype=torch.float64, device=g.device).index_add_(
-            0, local, kvals * (ranks < k))
+        col = cols_k[:, q]
         sums = acc[name][:, which]
         sums[0] += (kv * kv * back).sum()
         sums[1] += kv.sum()
@@ -912,6 +907,19 @@ class _TargetBlock:
             self.cknna_lists = self.cknna_vals = self.cknna_back = self.entries = None
 
 
+#: count mutual_knn and cycle_knn with the compiled kernel of :mod:`brainalign.alignment.rank_counts` on the
+#: CPU (False: the torch gathers everywhere; the tests compare the two)
+RANK_KERNEL = True
+
+
+def _rank_kernel(g) -> bool:
+    if not RANK_KERNEL or g.device.type != "cpu":
+        return False
+    from brainalign.alignment.rank_counts import available
+
+    return available()
+
+
 def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _TargetBlock, plan: Plan,
                   acc: _Accumulators, n: int) -> None:
     """Every neighbour metric of source ``s`` against every target, on the block's rows.
@@ -924,16 +932,34 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
     import torch
 
     b, T = r1 - r0, blk.T
-    fwd = dense_ranks(lists_block, n) if plan.k_cknna else None
-    entries = inv.block(r0, r1)
-    back = dense_inverse_ranks(entries, b, n)
-    if plan.cycle:  # (mutual_knn: see _Masks)
+    fwd = dense_ranks(lists_block, n) if plan.k_cknna or plan.mutual else None
+    entries = back = None
+    if plan.cycle or plan.k_cknna:
+        entries = inv.block(r0, r1)
+        back = dense_inverse_ranks(entries, b, n)
+    if (plan.mutual or plan.cycle) and _rank_kernel(g):
+        from brainalign.alignment.rank_counts import rank_counts
+
+        mut, cyc = rank_counts(blk.flat.numpy(), fwd.numpy() if plan.mutual else None,
+                               back.numpy() if plan.cycle else None, T, plan.k_max,
+                               [k for _, k in plan.mutual], [k for _, k in plan.cycle])
+        for q, (name, _) in enumerate(plan.mutual):
+            acc.mutual[name][s] += torch.from_numpy(mut[:, q]).to(torch.int64)
+        for q, (name, _) in enumerate(plan.cycle):
+            acc.cycle[name][s] += torch.from_numpy(cyc[:, q]).to(torch.int64)
+    else:
         k = plan.k_max
-        pos = torch.arange(k, dtype=torch.int16, device=g.device)
-        first = torch.maximum(back.gather(1, blk.flat).view(b, T, k), pos).amin(2)  # (b, T)
-        for name, kc in plan.cycle:
-            acc.cycle[name][s] += (first < kc).sum(0)
-        del first
+        if plan.mutual:
+            rx = fwd.gather(1, blk.flat).view(b, T, k)
+            for name, km in plan.mutual:
+                acc.mutual[name][s] += (rx[:, :, :km] < km).sum(2, dtype=torch.int32).sum(0)
+            del rx
+        if plan.cycle:
+            pos = torch.arange(k, dtype=torch.int16, device=g.device)
+            first = torch.maximum(back.gather(1, blk.flat).view(b, T, k), pos).amin(2)  # (b, T)
+            for name, kc in plan.cycle:
+                acc.cycle[name][s] += (first < kc).sum(0)
+            del first
     if plan.k_cknna:
         kc_max = plan.k_cknna
         rx = fwd.gather(1, blk.flat_c).view(b, T, kc_max)
@@ -942,16 +968,19 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
         ent = blk.ent_flat(n)
         # for Y's inverse entries (j in the block, i with j in Y's list of i): max of j's rank in
         # Y's list of i and in X's list of i, and K_ji
-        worst_e = torch.maximum(torch.take(back, ent), blk.ent_ranks)
-        k_e = torch.take(g, ent)
+        worst_e = torch.maximum(back.view(-1).index_select(0, ent), blk.ent_ranks)
+        k_e = g.view(-1).index_select(0, ent)
         rt = torch.maximum(rt, blk.back_c)
-        for name, k in plan.cknna:
+        ks = _cknna_ks(plan, g.device)
+        # every k's column sums in one pass over the entries: (T b, number of k)
+        cols_k = torch.zeros(T * b, len(plan.cknna), dtype=torch.float64, device=g.device).index_add_(
+            0, blk.ent_slot, k_e[:, None] * (worst_e[:, None] < ks))
+        for q, (name, k) in enumerate(plan.cknna):
             mij = rx[:, :, :k] < k
             mji = rt[:, :, :k] < k
             kv = kv_all[:, :, :k] * mij
             lv = blk.vals_c[:, :, :k] * mij
-            col = torch.zeros(T * b, dtype=torch.float64, device=g.device).index_add_(
-                0, blk.ent_slot, k_e * (worst_e < k)).view(T, b)
+            col = cols_k[:, q].view(T, b)
             sums = acc.cknna[name][:, s]
             sums[0] += (kv * blk.vals_c[:, :, :k] * mji).sum((0, 2))
             sums[1] += kv.sum((0, 2))
