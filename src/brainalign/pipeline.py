@@ -266,7 +266,8 @@ def _warn_groups(what: str, subject: str, widths: Sequence[int], n: int, max_byt
     if len(groups) > 1:
         log.warning("%s on %s: the batch's %.1f GB of float64 z-scores exceed half the memory budget (%.1f GB), so "
                     "its layers are streamed in %d groups and the ROIs' kernel blocks are formed once per group; "
-                    "config key 'align_max_gb' >= %.1f makes them one group", what, subject,
+                    "config key 'align_max_gb' >= %.1f makes them one group (or 'align_batch: 1': one model a "
+                    "job)", what, subject,
                     8 * n * sum(widths) / 1e9, budget / 1e9, len(groups), 16 * n * sum(widths) / 1e9 + 0.05)
 
 

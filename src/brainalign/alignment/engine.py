@@ -13,9 +13,11 @@ plane, or over each row's neighbours, so a job streams that plane in blocks of
 * **pass 2**, per row block: Gram rows of every representation again; from them the
   squared distances, the targets' neighbours at the largest k, and every neighbour
   metric of the block's rows (O(k) entries per pair and row); then, for each sigma,
-  every representation's RBF kernel block, approximately centred, and all
-  (source, target) products of the block as one matrix product of the stacked
-  flattened blocks, summed in float64 over blocks.
+  every representation's RBF kernel block over the columns from the block's first row
+  on (the kernels are symmetric: the upper triangle of the plane is enough, see
+  :class:`_CKA`), approximately centred, and all (source, target) products of the
+  block as one matrix product of the stacked flattened blocks, summed in float64 over
+  blocks.
 
 CKA's centring. ``HSIC(K, L) = sum(HKH * HLH)`` is unchanged when K is replaced by
 ``K~ = K - a 1' - 1 a' + c`` for any vector a and scalar c (H kills both), and then

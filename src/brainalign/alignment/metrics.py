@@ -233,20 +233,21 @@ def score_matrices(
 
     * features: ``8 n D`` (z-scored float64 copies; plus the inputs, unless passed as callables);
     * fixed: ``(2i + 2) n (S k + T c)`` for the neighbour lists and their inverses,
-      ``2 e (S + T) s n`` for the CKA row sums and centring estimates, and a 32 MB kernel stack;
+      ``(8 + e) (S + T) s n`` for the CKA row sums (float64) and centring estimates, and a 32 MB
+      kernel stack;
     * per block row: ``e (S + T) n`` (squared distances of every representation; twice that with
       ``rsa_pearson``, which keeps the patterns' correlations beside them) + ``24 n``
-      (inner products) + ``24 T k + 80 T c`` (neighbour gathers);
+      (inner products) + ``28 T k + 80 T c`` (neighbour gathers);
 
     and b = (max_bytes - fixed) / per-row. Example: n = 8,859, 12 layers of d = 768,
-    180 ROIs of v = 200, all 27 metrics: features 3.2 GB, fixed 1.0 GB, 9.5 MB per row,
-    so the default 1.5 GiB budget gives blocks of 60 rows.
+    180 ROIs of v = 200, all 27 metrics: features 3.2 GB, fixed 1.1 GB, 9.8 MB per row,
+    so the default 1.5 GiB budget gives blocks of 47 rows.
 
     With ``brain`` (a brain summary of the targets): the targets' z-scores are held in float32
     (``4 n V``, V their summed widths; float64 when ``ridge`` or ``rsa_spearman`` is asked for), their
     neighbour lists and values are read block by block from the summary, their CKNNA lists'
     inverses are held (``(i + 2) n T c``), each block row adds ``4 n`` (the targets' float32 Gram
-    rows), and mutual_knn's 0/1 masks take a second 32 MB stack. Paper size as above, with 8 models
+    rows). Paper size as above, with 8 models
     (96 layers) in one job: features 5.2 GB of sources + 1.3 GB of ROIs.
 
     Depth: when the sources' z-scores (``8 n sum(d_i)``) exceed both half the budget and

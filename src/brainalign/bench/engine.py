@@ -201,41 +201,43 @@ def bench_extraction(device: str, n_images: int = 64, repeats: int = 3) -> None:
 
 
 def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: int = 12, k: int = 400,
-               kc: int = 50, summary: bool = False, mutual_ks: int = 6) -> dict[str, tuple[float, float, str]]:
+               kc: int = 50, summary: bool = False) -> dict[str, tuple[float, float, str]]:
     """FLOPs and bytes moved per phase of one all-27 job of the streaming engine.
 
     Returns ``{phase: (flops, bytes, precision)}``: Gram rows (float64, both passes), top-k
     (reading the Gram rows), distances, kernels (read distances, write, centre, two sums;
-    one exp an entry), the float32 CKA products, and the neighbour gathers. ``summary``: the job
-    reads the ROIs' side from a brain summary (:mod:`brainalign.alignment.summary`): the ROIs' Gram rows
-    once (float32, for the kernel blocks), no top-k of theirs, mutual_knn as ``mutual_ks`` float32
-    products of the 0/1 masks (counted under products). With ``layers = 0`` and ``summary``: the
-    summary job itself (the ROIs' side alone, both passes, kernels' sums).
+    one exp an entry), the float32 CKA products, and the neighbour gathers. The kernels are
+    formed over the upper triangle of the plane only (``n^2 / 2`` entries: distances, exponentials
+    and products). ``summary``: the job reads the ROIs' side from a brain summary
+    (:mod:`brainalign.alignment.summary`): the ROIs' Gram rows once (float32, the triangle, for the
+    kernel blocks), no top-k of theirs. With ``layers = 0`` and ``summary``: the summary job itself
+    (the ROIs' side alone, both passes, kernels' sums).
     """
     S, T, n2 = layers, rois, float(n) * n
+    half = n2 / 2  # the upper triangle (and the diagonal)
     if summary and S == 0:
         return {
             "inner products": (2 * n2 * 2 * T * voxels, 0.0, "fp64"),
             "neighbours": (0.0, n2 * 8 * 2 * T, "fp64"),
-            "distances": (0.0, n2 * 40 * T, "fp64"),
-            "exp": (0.0, n2 * 32 * T * sigmas, "fp32"),
+            "distances": (0.0, half * 40 * T, "fp64"),
+            "exp": (0.0, half * 32 * T * sigmas, "fp32"),
         }
     if summary:
         return {
             "inner products": (2 * n2 * 2 * S * dim, 0.0, "fp64"),
-            "roi inner products": (2 * n2 * T * voxels, 0.0, "fp32"),
+            "roi inner products": (2 * half * T * voxels, 0.0, "fp32"),
             "neighbours": (0.0, n2 * 8 * S, "fp64"),
-            "distances": (0.0, n2 * 40 * (S + T), "fp64"),
-            "exp": (0.0, n2 * 32 * (S + T) * sigmas, "fp32"),
-            "products": (2 * n2 * S * T * (sigmas + mutual_ks), n2 * 4 * (S + T) * mutual_ks * 2, "fp32"),
-            "neighbour metrics": (0.0, S * T * n * (k * 12 + kc * 3 * 24), "int"),
+            "distances": (0.0, half * 40 * (S + T), "fp64"),
+            "exp": (0.0, half * 32 * (S + T) * sigmas, "fp32"),
+            "products": (2 * half * S * T * sigmas, 0.0, "fp32"),
+            "neighbour metrics": (0.0, S * T * n * (k * 6 + kc * 3 * 24), "int"),
         }
     return {
         "inner products": (2 * n2 * 2 * (S * dim + T * voxels), 0.0, "fp64"),
         "neighbours": (0.0, n2 * 8 * (S + 2 * T), "fp64"),
-        "distances": (0.0, n2 * 40 * (S + T), "fp64"),
-        "exp": (0.0, n2 * 32 * (S + T) * sigmas, "fp32"),
-        "products": (2 * n2 * S * T * sigmas, 0.0, "fp32"),
+        "distances": (0.0, half * 40 * (S + T), "fp64"),
+        "exp": (0.0, half * 32 * (S + T) * sigmas, "fp32"),
+        "products": (2 * half * S * T * sigmas, 0.0, "fp32"),
         "neighbour metrics": (0.0, S * T * n * (k * 2 * 12 + kc * 3 * 24), "int"),
     }
 
