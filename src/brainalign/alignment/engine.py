@@ -910,12 +910,15 @@ class _TargetBlock:
 
 
 #: count mutual_knn and cycle_knn with the compiled kernel of :mod:`brainalign.alignment.rank_counts` on the
-#: CPU (False: the torch gathers everywhere; the tests compare the two)
-RANK_KERNEL = True
+#: CPU: None - for row blocks of at least RANK_KERNEL_ENTRIES list entries (below that the torch gathers cost
+#: less than loading numba, ~1 s and ~0.12 GB a process); True - always; False - never (the tests compare the
+#: two paths)
+RANK_KERNEL: bool | None = None
+RANK_KERNEL_ENTRIES = 1 << 21
 
 
-def _rank_kernel(g) -> bool:
-    if not RANK_KERNEL or g.device.type != "cpu":
+def _rank_kernel(g, entries: int) -> bool:
+    if RANK_KERNEL is False or g.device.type != "cpu" or (RANK_KERNEL is None and entries < RANK_KERNEL_ENTRIES):
         return False
     from brainalign.alignment.rank_counts import available
 
@@ -939,7 +942,7 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
     if plan.cycle or plan.k_cknna:
         entries = inv.block(r0, r1)
         back = dense_inverse_ranks(entries, b, n)
-    if (plan.mutual or plan.cycle) and _rank_kernel(g):
+    if (plan.mutual or plan.cycle) and _rank_kernel(g, blk.flat.numel()):
         from brainalign.alignment.rank_counts import rank_counts
 
         mut, cyc = rank_counts(blk.flat.numpy(), fwd.numpy() if plan.mutual else None,
