@@ -306,7 +306,8 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
         per_row += (S + T) * n * itemsize  # distances of every representation
         if any(kind == "rsa" for _, kind, _ in plan.kernels):
             per_row += (S + T) * n * itemsize  # and their pattern correlations
-        fixed += _CKA.STACK_BYTES + (S + T) * n * itemsize  # the kernel stack (at least one row)
+        # the kernel stack (at least one row), and the copy of its diagonal square (at most the stack)
+        fixed += 2 * _CKA.STACK_BYTES + (S + T) * n * itemsize
     if plan.mutual:  # the ranks gathered at the targets' lists (int16) and their comparisons
         per_row += T * plan.k_max * 4
     if plan.k_max:

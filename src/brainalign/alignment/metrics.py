@@ -233,15 +233,15 @@ def score_matrices(
 
     * features: ``8 n D`` (z-scored float64 copies; plus the inputs, unless passed as callables);
     * fixed: ``(2i + 2) n (S k + T c)`` for the neighbour lists and their inverses,
-      ``(8 + e) (S + T) s n`` for the CKA row sums (float64) and centring estimates, and a 32 MB
-      kernel stack;
+      ``(8 + e) (S + T) s n`` for the CKA row sums (float64) and centring estimates, and two 32 MB
+      kernel stacks (the block's kernels and a copy of its diagonal square);
     * per block row: ``e (S + T) n`` (squared distances of every representation; twice that with
       ``rsa_pearson``, which keeps the patterns' correlations beside them) + ``24 n``
       (inner products) + ``28 T k + 80 T c`` (neighbour gathers);
 
     and b = (max_bytes - fixed) / per-row. Example: n = 8,859, 12 layers of d = 768,
-    180 ROIs of v = 200, all 27 metrics: features 3.2 GB, fixed 1.1 GB, 9.8 MB per row,
-    so the default 1.5 GiB budget gives blocks of 47 rows.
+    180 ROIs of v = 200, all 27 metrics: features 3.2 GB, fixed 1.2 GB, 9.8 MB per row,
+    so the default 1.5 GiB budget gives blocks of 44 rows.
 
     With ``brain`` (a brain summary of the targets): the targets' z-scores are held in float32
     (``4 n V``, V their summed widths; float64 when ``ridge`` or ``rsa_spearman`` is asked for), their
