@@ -8,8 +8,9 @@ j in the source's list of i and ``rt`` the rank of i in the source's list of j (
 
 :func:`brainalign.alignment.engine._source_block` computes the same counts with torch gathers on any
 device (the reference: ``tests/test_metrics.py`` checks that both give the same integers); on the CPU
-this kernel reads each list entry once and writes no (rows, targets, k) temporaries, which is what
-bounds the torch version (~3x the time at the paper's size). numba compiles it on first use and
+this kernel reads each list entry once and writes no (rows, targets, k) temporaries (at the paper's
+size ~10 ms a row block and layer against ~12 ms for the gathers, measured on 2 cores; the engine uses
+it only for blocks of >= 2^21 list entries). numba compiles it on first use and
 caches it beside the package where it may (:func:`available` says whether it can run here).
 """
 
