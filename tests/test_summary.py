@@ -32,11 +32,16 @@ def job():
                               for dtype in ("float32", "float64")}
 
 
+@pytest.mark.parametrize("path", ["kernel", "torch"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_summary_gives_the_scores_of_the_full_job(job, dtype, tmp_path):
+def test_summary_gives_the_scores_of_the_full_job(job, dtype, path, tmp_path, monkeypatch):
     """float64: the same numbers to the last bits; float32 (ROIs held in float32): within the kernels'
-    float32 rounding; neighbour counts exactly, in memory and read back from HDF5 block by block."""
+    float32 rounding; neighbour counts exactly, in memory and read back from HDF5 block by block; the
+    sources' neighbour sums in the CPU kernels or the torch gathers (the full job's are torch's)."""
+    from brainalign.alignment import engine
+
     sources, targets, want = job
+    monkeypatch.setattr(engine, "RANK_KERNEL", path == "kernel")
     summary = compute_summary(targets, PLANE, dtype=dtype)
     write_summary(summary, tmp_path / "s.h5")
     on_disk = read_summary(tmp_path / "s.h5")

@@ -512,7 +512,7 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
         r1 = min(n, r0 + b)
         bb = r1 - r0
         g = gbuf[:bb]
-        blk = _TargetBlock(plan, T, bb) if plan.k_max else None
+        blk = _TargetBlock(plan, T, bb, bool(src) and _rank_kernel(device, bb * T * plan.k_max)) if plan.k_max else None
         for t, rep in enumerate(tgt):
             if brain is not None and not cka:
                 break  # nothing of the targets' Gram rows is needed
@@ -837,8 +837,9 @@ class _TargetBlock:
     """What every source needs of the targets for one row block: their neighbour lists (all
     ranks, and CKNNA's prefix), Gram values there, and the inverted CKNNA lists."""
 
-    def __init__(self, plan: Plan, T: int, b: int):
+    def __init__(self, plan: Plan, T: int, b: int, kernel: bool = False):
         self.plan, self.T, self.b = plan, T, b
+        self.kernel = kernel  # the sources' sums run in the compiled kernels (:func:`_rank_kernel`)
         self.lists = [None] * T  # (b, k_max) int64
         self.cknna_lists = [None] * T  # (b, k_cknna) int64
         self.cknna_vals = [None] * T  # L_ij at them, float64
@@ -866,13 +867,34 @@ class _TargetBlock:
             self._ent_flat = self.ent_local * n + self.ent_cols
         return self._ent_flat
 
+    def _stacked(self, local, cols, ranks) -> None:
+        """The targets' inverse entries of the block rows, concatenated target by target (row by row
+        within a target: :meth:`Inverse.block`); for the compiled kernel, numpy arrays and the first
+        entry of each (target, row)."""
+        import torch
+
+        b, T = self.b, self.T
+        tid = torch.cat([torch.full_like(x, t) for t, x in enumerate(local)])
+        self.ent_slot = tid * b + torch.cat(local)
+        self.ent_cols, self.ent_ranks = torch.cat(cols), torch.cat(ranks)
+        if self.kernel:
+            self.slots = np.zeros(T * b + 1, np.int64)
+            np.cumsum(np.bincount(self.ent_slot.numpy(), minlength=T * b), out=self.slots[1:])
+            self.ent_cols, self.ent_ranks = self.ent_cols.numpy(), self.ent_ranks.numpy()
+            self.flat_c, self.back_c, self.vals_c = (np.ascontiguousarray(x.cpu().numpy()) for x in
+                                                     (self.flat_c, self.back_c, self.vals_c))
+        else:
+            self.ent_local = torch.cat(local)
+
     def load(self, brain, r0: int, r1: int, inv: list, device) -> None:
         """The block's targets' side from a brain summary, as :meth:`finish` leaves it."""
         import torch
 
         plan, b, T = self.plan, r1 - r0, self.T
         if plan.mutual or plan.cycle:
-            self.flat = torch.as_tensor(brain.lists_block(r0, r1, plan.k_max), device=device).long().reshape(b, -1)
+            lists = np.ascontiguousarray(brain.lists_block(r0, r1, plan.k_max)).reshape(b, -1)
+            # the compiled kernel reads the stored index dtype; torch's gathers want int64
+            self.flat = lists if self.kernel else torch.as_tensor(lists, device=device).long()
         self.lists = None
         if plan.k_cknna:
             kc = plan.k_cknna
@@ -885,10 +907,7 @@ class _TargetBlock:
                 backs.append(dense_inverse_ranks(e, b, brain.n).gather(1, own[:, t]))
                 entries.append(e)
             self.back_c = torch.stack(backs, 1)
-            local, cols, ranks = zip(*entries, strict=True)
-            tid = torch.cat([torch.full_like(x, t) for t, x in enumerate(local)])
-            self.ent_slot = tid * b + torch.cat(local)
-            self.ent_local, self.ent_cols, self.ent_ranks = torch.cat(local), torch.cat(cols), torch.cat(ranks)
+            self._stacked(*zip(*entries, strict=True))
         self.cknna_lists = self.cknna_vals = self.cknna_back = self.entries = None
 
     def finish(self) -> None:
@@ -898,28 +917,30 @@ class _TargetBlock:
         b = self.b
         if self.plan.mutual or self.plan.cycle:
             self.flat = torch.stack(self.lists, 1).reshape(b, -1)
+            if self.kernel:
+                self.flat = self.flat.numpy()
             self.lists = None
         if self.plan.k_cknna:
             self.flat_c = torch.stack(self.cknna_lists, 1).reshape(b, -1)
             self.vals_c = torch.stack(self.cknna_vals, 1)  # (b, T, kc)
             self.back_c = torch.stack(self.cknna_back, 1)
-            local, cols, ranks = zip(*self.entries, strict=True)
-            tid = torch.cat([torch.full_like(x, t) for t, x in enumerate(local)])
-            self.ent_slot = tid * b + torch.cat(local)
-            self.ent_local, self.ent_cols, self.ent_ranks = torch.cat(local), torch.cat(cols), torch.cat(ranks)
+            self._stacked(*zip(*self.entries, strict=True))
             self.cknna_lists = self.cknna_vals = self.cknna_back = self.entries = None
 
 
-#: count mutual_knn and cycle_knn with the compiled kernel of :mod:`brainalign.alignment.rank_counts` on the
-#: CPU: None - for row blocks of at least RANK_KERNEL_ENTRIES list entries (below that the torch gathers cost
-#: less than loading numba, ~1 s and ~0.12 GB a process); True - always; False - never (the tests compare the
-#: two paths)
+#: the sources' neighbour metrics (mutual_knn's and cycle_knn's counts, CKNNA's sums) in the compiled kernels of
+#: :mod:`brainalign.alignment.rank_counts` on the CPU: None - for row blocks of at least RANK_KERNEL_ENTRIES
+#: list entries (below that the torch gathers cost less than loading numba, ~1 s and ~0.12 GB a process);
+#: True - always; False - never (the tests compare the two paths)
 RANK_KERNEL: bool | None = None
 RANK_KERNEL_ENTRIES = 1 << 21
 
 
-def _rank_kernel(g, entries: int) -> bool:
-    if RANK_KERNEL is False or g.device.type != "cpu" or (RANK_KERNEL is None and entries < RANK_KERNEL_ENTRIES):
+def _rank_kernel(device, entries: int) -> bool:
+    import torch
+
+    if RANK_KERNEL is False or torch.device(device).type != "cpu" or (
+            RANK_KERNEL is None and entries < RANK_KERNEL_ENTRIES):
         return False
     from brainalign.alignment.rank_counts import available
 
@@ -935,25 +956,52 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
     p < k has rt < k; CKNNA's mask M_ij is [p < k][rx < k], its transpose M_ji
     [rt < k][i in Y's list of j].
     """
-    import torch
-
-    b, T = r1 - r0, blk.T
+    b = r1 - r0
     fwd = dense_ranks(lists_block, n) if plan.k_cknna or plan.mutual else None
     entries = back = None
     if plan.cycle or plan.k_cknna:
         entries = inv.block(r0, r1)
         back = dense_inverse_ranks(entries, b, n)
-    if (plan.mutual or plan.cycle) and _rank_kernel(g, blk.flat.numel()):
-        from brainalign.alignment.rank_counts import rank_counts
+    if blk.kernel:
+        _source_block_compiled(s, g, fwd, back, blk, plan, acc)
+    else:
+        _source_block_torch(s, g, fwd, back, blk, plan, acc, n)
+    if plan.k_cknna:
+        kc_max = plan.k_cknna
+        local, cols, ranks = entries
+        if plan.k_max > kc_max:  # the sums look at ranks below CKNNA's largest k only
+            keep = ranks < kc_max
+            local, cols, ranks = local[keep], cols[keep], ranks[keep]
+        _self_cknna(acc.self_src, s, g, lists_block[:, :kc_max], (local, cols, ranks), back, plan)
 
-        mut, cyc = rank_counts(blk.flat.numpy(), fwd.numpy() if plan.mutual else None,
-                               back.numpy() if plan.cycle else None, T, plan.k_max,
+
+def _source_block_compiled(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc: _Accumulators) -> None:
+    """:func:`_source_block`'s cross counts and sums in the compiled kernels (CPU)."""
+    import torch
+
+    from brainalign.alignment.rank_counts import cknna_sums, rank_counts
+
+    if plan.mutual or plan.cycle:
+        mut, cyc = rank_counts(blk.flat, fwd.numpy() if plan.mutual else None,
+                               back.numpy() if plan.cycle else None, blk.T, plan.k_max,
                                [k for _, k in plan.mutual], [k for _, k in plan.cycle])
         for q, (name, _) in enumerate(plan.mutual):
             acc.mutual[name][s] += torch.from_numpy(mut[:, q]).to(torch.int64)
         for q, (name, _) in enumerate(plan.cycle):
             acc.cycle[name][s] += torch.from_numpy(cyc[:, q]).to(torch.int64)
-    else:
+    if plan.k_cknna:
+        sums = cknna_sums(blk.flat_c, blk.back_c, blk.vals_c, fwd.numpy(), back.numpy(), g.numpy(), blk.slots,
+                          blk.ent_cols, blk.ent_ranks, [k for _, k in plan.cknna])  # (T, 4, number of k)
+        for q, (name, _) in enumerate(plan.cknna):
+            acc.cknna[name][:, s] += torch.from_numpy(sums[:, :, q].T)
+
+
+def _source_block_torch(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc: _Accumulators, n: int) -> None:
+    """:func:`_source_block`'s cross counts and sums with torch gathers (any device)."""
+    import torch
+
+    b, T = g.shape[0], blk.T
+    if plan.mutual or plan.cycle:
         k = plan.k_max
         if plan.mutual:
             rx = fwd.gather(1, blk.flat).view(b, T, k)
@@ -992,8 +1040,3 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
             sums[1] += kv.sum((0, 2))
             sums[2] += lv.sum((0, 2))
             sums[3] += (col * lv.sum(2).T).sum(1)
-        local, cols, ranks = entries
-        if plan.k_max > kc_max:  # the sums look at ranks below CKNNA's largest k only
-            keep = ranks < kc_max
-            local, cols, ranks = local[keep], cols[keep], ranks[keep]
-        _self_cknna(acc.self_src, s, g, lists_block[:, :kc_max], (local, cols, ranks), back, plan)

@@ -1,17 +1,20 @@
-"""mutual_knn and cycle_knn counts of one row block in a single pass over the targets' lists (CPU).
+"""The sources' neighbour metrics of one row block in compiled passes over the targets' lists (CPU).
 
 For block row i, target t and rank p of t's list of i (j = that neighbour), with ``rx`` the rank of
 j in the source's list of i and ``rt`` the rank of i in the source's list of j (``BIG`` when absent):
 
-* mutual_k counts the (i, p) with ``max(p, rx) < k``;
-* cycle_k counts the rows i whose ``min_p max(p, rt) < k``.
+* mutual_k counts the (i, p) with ``max(p, rx) < k`` (:func:`rank_counts`);
+* cycle_k counts the rows i whose ``min_p max(p, rt) < k`` (:func:`rank_counts`);
+* CKNNA's four cross sums per k (:func:`cknna_sums`) read the source's Gram values at the same entries.
 
-:func:`brainalign.alignment.engine._source_block` computes the same counts with torch gathers on any
-device (the reference: ``tests/test_metrics.py`` checks that both give the same integers); on the CPU
-this kernel reads each list entry once and writes no (rows, targets, k) temporaries (at the paper's
-size ~10 ms a row block and layer against ~12 ms for the gathers, measured on 2 cores; the engine uses
-it only for blocks of >= 2^21 list entries). numba compiles it on first use and
-caches it beside the package where it may (:func:`available` says whether it can run here).
+:func:`brainalign.alignment.engine._source_block` computes the same with torch gathers on any device (the
+reference: ``tests/test_metrics.py`` and ``tests/test_summary.py`` check that both give the same integers
+and sums). The kernels read each list entry once, a row at a time (its ranks and Gram values stay in
+cache), and write no (rows, targets, k) temporaries: on 2 cores, for a row block of 181 rows against 180
+ROIs at n = 4,000, ~22 ms for the counts and ~13 ms for CKNNA's sums against ~48 ms and ~105 ms for the
+gathers. The engine uses them for blocks of >= 2^21 list entries (the paper's size: 63 x 180 x 400); numba
+compiles them on first use and caches them beside the package where it may (:func:`available` says whether
+they can run here).
 """
 
 from __future__ import annotations
@@ -21,42 +24,50 @@ import functools
 import numpy as np
 
 
+def _numba():
+    import os
+
+    # (numba rereads its settings from the environment: an attribute set on numba.config does not hold)
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # see numba_threads
+    import numba
+
+    return numba
+
+
 @functools.cache
 def _kernel():
-    import numba
+    numba = _numba()
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def counts(flat, fwd, back, n_targets, k, mutual_ks, cycle_ks):  # pragma: no cover - compiled
         b = flat.shape[0]
         nm, nc = mutual_ks.shape[0], cycle_ks.shape[0]
-        mut = np.zeros((b, n_targets, nm + 1), np.int32)  # per row: how many m fall below each k, not cumulated
+        mut = np.zeros((b, n_targets, max(nm, 1)), np.int32)
         cyc = np.zeros((b, n_targets), np.int32)
-        top = mutual_ks[nm - 1] if nm else 0
         for i in numba.prange(b):
+            fr, br, fl = fwd[i], back[i], flat[i]
             for t in range(n_targets):
                 base = t * k
-                first = 1 << 30
-                for p in range(k):
-                    j = flat[i, base + p]
-                    if nm and p < top:
-                        m = max(p, np.int64(fwd[i, j]))
-                        if m < top:  # the smallest q with m < ks[q]: counted at that k and every larger one
-                            q = 0
-                            while m >= mutual_ks[q]:
-                                q += 1
-                            mut[i, t, q] += 1
-                    if nc:
-                        c = max(p, np.int64(back[i, j]))
-                        if c < first:
-                            first = c
-                cyc[i, t] = first
+                # mutual_k: how many of the target's first k have a rank below k in the source's list
+                # (a branch-free count per k: cheaper than one pass with a histogram of max(p, rank))
+                for q in range(nm):
+                    kq = mutual_ks[q]
+                    c = 0
+                    for p in range(kq):
+                        c += fr[fl[base + p]] < kq
+                    mut[i, t, q] = c
+                if nc:  # min over p of max(p, rank of i in the source's list of j): no p beyond it can lower it
+                    first = 1 << 30
+                    for p in range(k):
+                        if p >= first:
+                            break
+                        first = min(first, max(p, np.int64(br[fl[base + p]])))
+                    cyc[i, t] = first
         mutual = np.zeros((n_targets, nm), np.int64)
-        for t in range(n_targets):
-            run = 0
-            for q in range(nm):
-                for i in range(b):
-                    run += mut[i, t, q]
-                mutual[t, q] = run
+        for i in range(b):
+            for t in range(n_targets):
+                for q in range(nm):
+                    mutual[t, q] += mut[i, t, q]
         cycle = np.zeros((n_targets, nc), np.int64)
         for t in range(n_targets):
             for q in range(nc):
@@ -66,6 +77,80 @@ def _kernel():
         return mutual, cycle
 
     return counts
+
+
+@functools.cache
+def _cknna_kernel():
+    numba = _numba()
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def sums(flat, back_t, vals, fwd, back, g, slots, e_col, e_rank, ks, chunks):  # pragma: no cover
+        b, n_targets, kc = vals.shape
+        nq = ks.shape[0]
+        top = ks.max()
+        out = np.zeros((chunks, n_targets, 4, nq))
+        step = (b + chunks - 1) // chunks
+        # rows outer: a row's ranks and Gram values stay in cache while every target reads them
+        for c in numba.prange(chunks):
+            acc = out[c]
+            col = np.zeros(nq)
+            lrow = np.zeros(nq)
+            for i in range(c * step, min(b, (c + 1) * step)):
+                fr, br, gr = fwd[i], back[i], g[i]
+                for t in range(n_targets):
+                    # sum over x of K_ix M_xi M~_xi: the target's inverse entries of row i (x holds i
+                    # among its first k in the target's list) that hold it in the source's as well
+                    col[:] = 0.0
+                    s = t * b + i
+                    for e in range(slots[s], slots[s + 1]):
+                        x = e_col[e]
+                        worst = max(np.int64(br[x]), np.int64(e_rank[e]))
+                        if worst < top:
+                            kv = gr[x]
+                            for q in range(nq):
+                                if worst < ks[q]:
+                                    col[q] += kv
+                    lrow[:] = 0.0
+                    base = t * kc
+                    for p in range(kc):
+                        j = flat[i, base + p]
+                        m = max(p, np.int64(fr[j]))  # M_ij = [p < k][rank of j in the source's list of i < k]
+                        if m >= top:
+                            continue
+                        # M_ji as well: i among the first k of j in both lists
+                        m2 = max(m, np.int64(br[j]), np.int64(back_t[i, t, p]))
+                        kv = gr[j]
+                        lv = vals[i, t, p]
+                        for q in range(nq):
+                            if m < ks[q]:
+                                acc[t, 1, q] += kv
+                                acc[t, 2, q] += lv
+                                lrow[q] += lv
+                                if m2 < ks[q]:
+                                    acc[t, 0, q] += kv * lv
+                    for q in range(nq):
+                        acc[t, 3, q] += col[q] * lrow[q]
+        return out.sum(0)
+
+    return sums
+
+
+def cknna_sums(flat, back_t, vals, fwd, back, g, slots, e_col, e_rank, ks) -> np.ndarray:
+    """CKNNA's four cross sums of one source against every target on a row block, one pass over the lists.
+
+    ``flat`` (b, n_targets * kc): each target's CKNNA list of each block row; ``back_t`` (b, n_targets, kc)
+    int16: the rank of the row in the target's list of that neighbour; ``vals`` (b, n_targets, kc)
+    float64: the target's kernel there; ``fwd``, ``back`` (b, n) int16 and ``g`` (b, n) float64: the
+    source's dense ranks, inverse ranks and Gram rows; ``e_col``, ``e_rank``: the targets' inverse entries
+    of the block rows (the stimulus x whose list holds the row, the row's rank there), target by target
+    and row by row, target t's of row i at ``slots[t b + i]:slots[t b + i + 1]``. Returns
+    (n_targets, 4, len(ks)): for each k, sum K L M M', sum K M, sum L M and sum_j col_j row_j (see
+    :func:`brainalign.alignment.engine._source_block`, which computes the same with torch gathers)."""
+    threads = numba_threads()
+    return _cknna_kernel()(np.ascontiguousarray(flat), np.ascontiguousarray(back_t), np.ascontiguousarray(vals),
+                           np.ascontiguousarray(fwd), np.ascontiguousarray(back), np.ascontiguousarray(g),
+                           np.ascontiguousarray(slots), np.ascontiguousarray(e_col),
+                           np.ascontiguousarray(e_rank), np.asarray(ks, np.int64), min(len(vals), 4 * threads))
 
 
 @functools.cache
@@ -82,18 +167,16 @@ def available() -> bool:
 def rank_counts(flat, fwd, back, n_targets: int, k: int, mutual_ks, cycle_ks) -> tuple[np.ndarray, np.ndarray]:
     """Per target, mutual_knn's count at each of ``mutual_ks`` and cycle_knn's at each of ``cycle_ks``.
 
-    ``flat`` (b, n_targets * k) int64: each target's list of each block row, k entries per target;
+    ``flat`` (b, n_targets * k), any integer dtype: each target's list of each block row, k entries per target;
     ``fwd``, ``back`` (b, n) int16: the source's dense ranks (:func:`engine.dense_ranks`) and inverse ranks
     (:func:`engine.dense_inverse_ranks`) of the block rows (either may be None when its family is not
     asked for). Returns (n_targets, len(mutual_ks)) and (n_targets, len(cycle_ks)) int arrays."""
-    import numba
-
-    flat = np.ascontiguousarray(flat, dtype=np.int64)
+    flat = np.ascontiguousarray(flat)
     b = flat.shape[0]
     empty = np.zeros((b, 1), np.int16)
     fwd = empty if fwd is None else np.ascontiguousarray(fwd)
     back = empty if back is None else np.ascontiguousarray(back)
-    numba.set_num_threads(_threads())
+    numba_threads()
     mutual_ks = np.asarray(mutual_ks, np.int64)
     order = np.argsort(mutual_ks, kind="stable")  # the kernel counts at ascending ks
     mutual, cycle = _kernel()(flat, fwd, back, int(n_targets), int(k), mutual_ks[order],
@@ -103,9 +186,14 @@ def rank_counts(flat, fwd, back, n_targets: int, k: int, mutual_ks, cycle_ks) ->
     return out, cycle
 
 
-def _threads() -> int:
-    """torch's thread count (what the job was given), within numba's pool."""
-    import numba
+def numba_threads() -> int:
+    """numba's threads: torch's count (what the job was given), within numba's pool.
+
+    numba's pool is its simple 'workqueue' unless the environment names another: the threads of its
+    OpenMP pool spin-wait after each kernel, on the cores torch's OpenMP threads then need."""
+    numba = _numba()
     import torch
 
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
