@@ -58,6 +58,25 @@ def test_summary_gives_the_scores_of_the_full_job(job, dtype, path, tmp_path, mo
     streamed.close()
 
 
+def test_float32_rois_distances_from_one_product_match_the_float64_job(job, monkeypatch):
+    """Without rsa_pearson (whose correlations need the Gram rows), a float32 job reading a summary forms the
+    ROIs' squared distances in float32 from one matrix product that adds the norms in
+    (_CKA.distances_single): its kernels' scores stay within float32 rounding of the float64 job's."""
+    from brainalign.alignment import engine
+
+    sources, targets, want = job
+    calls = []
+    single = engine._CKA.distances_single
+    monkeypatch.setattr(engine._CKA, "distances_single", lambda self, r, *a: calls.append(r) or single(self, r, *a))
+    names = [s.name for s in resolve_metrics("cka")] + ["linear_cka", "mutual_knn_20", "cknna_10"]
+    summary = compute_summary(targets, names, dtype="float32")
+    got = score_matrices(sources, targets, names, dtype="float32", brain=summary)
+    assert sorted(set(calls)) == list(range(len(sources), len(sources) + len(targets)))  # every ROI, that way
+    for name in names:
+        atol = 1e-12 if "knn" in name else 5e-5
+        np.testing.assert_allclose(got[name], want["float64"][name], rtol=0, atol=atol, err_msg=name)
+
+
 def test_summary_serves_any_subset_of_its_metrics_and_source_groups(job):
     """A job asking for fewer metrics, with a budget that streams its sources in groups, reads the same summary."""
     sources, targets, want = job

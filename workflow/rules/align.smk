@@ -52,7 +52,7 @@ rule align:
     resources:
         gpu=1 if USE_GPU else 0,
     params:
-        models=lambda w: list(BATCH_MEMBERS[w.batch]),
+        models=per_job(lambda w: list(BATCH_MEMBERS[w.batch])),
         metrics=METRICS,
         device=DEVICE,
         null_metric=ANALYSIS["metric"],

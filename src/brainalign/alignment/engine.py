@@ -467,7 +467,8 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     src_lists = tgt_lists = src_inv = tgt_inv = None
     gbuf = torch.empty(b, n, dtype=torch.float64, device=device)
     single = bool(tgt) and tgt[0].z.dtype != torch.float64
-    g32 = torch.empty(b, n, dtype=tgt[0].z.dtype, device=device) if single else None
+    rsa = any(kind == "rsa" for _, kind, _ in plan.kernels)  # (its pattern correlations need the Gram rows)
+    g32 = torch.empty(b, n, dtype=tgt[0].z.dtype, device=device) if single and rsa else None
     if brain is not None:
         tgt_lists, tgt_inv = [], []
         if plan.k_cknna:  # the targets' CKNNA lists, inverted for "is i among j's neighbours"
@@ -516,6 +517,10 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
         for t, rep in enumerate(tgt):
             if brain is not None and not cka:
                 break  # nothing of the targets' Gram rows is needed
+            if brain is not None and single and not cka.rsa:
+                cka.distances_single(S + t, rep, r0, r1)
+                clock.lap("gram")  # (a matrix product, with the norms added in)
+                continue
             if brain is not None:  # for the kernel blocks only: the columns from r0 on
                 gt = _head(g, bb, n - r0)
                 if single:
@@ -619,6 +624,8 @@ class _CKA:
         self.self_prod = torch.zeros(n_ker, R, dtype=torch.float64, device=device)
         self.rowsum = torch.zeros(n_ker, R, n, dtype=torch.float64, device=device)
         self.rsa = any(kind == "rsa" for _, kind, _ in plan.kernels)
+        # float32 squared norms of the float32 representations (see distances_single)
+        self.sq32 = {r: rep.sq.float() for r, rep in enumerate(reps) if rep.z.dtype == torch.float32}
         if self.rsa:
             # the block's pattern correlations (float64 from the Gram rows, then stored), sqrt(d) m_i
             # and 1 / s_i of every stimulus' pattern (row), float64
@@ -690,7 +697,22 @@ class _CKA:
             self.corr[r, :b, :w].copy_(tmp)
         torch.mul(g, -2.0, out=tmp)
         tmp.add_(rep.sq[None, r0:]).add_(rep.sq[r0:r1, None]).clamp_min_(0)
-        self.d2[r, :b, :w].copy_(tmp)
+        self._d2(b, w)[r].copy_(tmp)
+
+    def distances_single(self, r: int, rep: Rep, r0: int, r1: int) -> None:
+        """:meth:`distances` of a float32 representation (a target whose lists come from a brain summary,
+        which feeds the kernel blocks only), in float32 from its z-scores: one matrix product that adds
+        the columns' squared norms, then the rows'. (No float64 Gram rows, and no pass to convert them.)"""
+        import torch
+
+        b, w = r1 - r0, self.n - r0
+        out = self._d2(b, w)[r]
+        torch.addmm(self.sq32[r][None, r0:], rep.z[r0:r1], rep.z[r0:].T, beta=1.0, alpha=-2.0, out=out)
+        out.add_(self.sq32[r][r0:r1, None]).clamp_min_(0)
+
+    def _d2(self, b: int, w: int):
+        """The block's squared distances: (R, b, w), each representation's contiguous."""
+        return self.d2.view(self.d2.shape[0], -1)[:, : b * w].view(-1, b, w)
 
     def _kernel(self, i: int, kind: str, sigma: float, d2, k, q0: int, q1: int, r0: int) -> None:
         """Kernel ``i`` of rows [q0, q1), columns [r0, n), into ``k`` (R, m, n - r0) from their squared
@@ -720,7 +742,7 @@ class _CKA:
             m = q1 - q0
             flat = self.kern[:, : m * w]
             k = flat.view(-1, m, w)
-            d2 = self.d2[:, q0 - r0 : q1 - r0, :w]
+            d2 = self._d2(r1 - r0, w)[:, q0 - r0 : q1 - r0]
             for i, (_, kind, sigma) in enumerate(self.plan.kernels):
                 self._kernel(i, kind, sigma, d2, k, q0, q1, r0)
                 own = k[: self.own]
