@@ -38,7 +38,7 @@ rule align:
     input:
         brain=f"{RESULTS}/brain/{{split}}/{{subject}}.h5",
         summary=f"{RESULTS}/brain/{{split}}/{{subject}}.summary.h5",
-        features=batch_features,
+        features=per_job(batch_features),
     output:
         **ALIGN_OUTPUTS,
     log:

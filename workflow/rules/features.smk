@@ -5,7 +5,7 @@ rule features:
     input:
         stimuli=expand(f"{RESULTS}/stimuli/{{{{split}}}}/{{subject}}.csv", subject=SUBJECTS),
         images=str(LAYOUT.stimuli),
-        trained=trained_weights,
+        trained=per_job(trained_weights),
     output:
         expand(f"{RESULTS}/features/{{{{split}}}}/{{subject}}/{{{{model}}}}.h5", subject=SUBJECTS),
     log:
@@ -18,10 +18,10 @@ rule features:
     # one 2-thread job, and align jobs run beside them; profiles/slurm and profiles/local raise it
     threads: 1
     resources:
-        gpu=model_gpus,
+        gpu=per_job(model_gpus),
     params:
         registry=REGISTRY_FILES,
-        entry=registry_entry,
+        entry=per_job(registry_entry),
         device=DEVICE,
     script:
         "../../scripts/features.py"
