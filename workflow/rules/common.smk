@@ -181,7 +181,7 @@ NOT_FEATURE_KEYS = {
 def per_job(func):
     """An input, params or resources function of the features and align rules (one job per model or
     batch). Snakemake looks its signature up twice for every job (~40 us each); this looks it up once
-    (~0.15 s of the paper's 1,169-job dry-run). Wrap it where used, e.g. entry=per_job(registry_entry)."""
+    (~0.05 s of the paper's 1,169-job dry-run). Wrap it where used, e.g. entry=per_job(registry_entry)."""
     if overwrite_function_params is not None:
         overwrite_function_params(func, inspect.signature(func).parameters)
     return func
