@@ -243,6 +243,11 @@ class Plan:
                    rsa_spearman=[s.name for s in specs if s.name == "rsa_spearman"])
 
     @property
+    def rsa(self) -> bool:
+        """Whether rsa_pearson's kernel is asked for (its pattern correlations need the Gram rows)."""
+        return any(kind == "rsa" for _, kind, _ in self.kernels)
+
+    @property
     def plane(self) -> bool:
         """Whether the streaming passes over the stimulus plane run at all."""
         return bool(self.kernels or self.k_max)
@@ -304,7 +309,7 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
         per_row += n * 4  # the targets' float32 Gram rows
     if n_sig:
         per_row += (S + T) * n * itemsize  # distances of every representation
-        if any(kind == "rsa" for _, kind, _ in plan.kernels):
+        if plan.rsa:
             per_row += (S + T) * n * itemsize  # and their pattern correlations
         # the kernel stack (at least one row), and the copy of its diagonal square (at most the stack)
         fixed += 2 * _CKA.STACK_BYTES + (S + T) * n * itemsize
@@ -467,8 +472,7 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     src_lists = tgt_lists = src_inv = tgt_inv = None
     gbuf = torch.empty(b, n, dtype=torch.float64, device=device)
     single = bool(tgt) and tgt[0].z.dtype != torch.float64
-    rsa = any(kind == "rsa" for _, kind, _ in plan.kernels)  # (its pattern correlations need the Gram rows)
-    g32 = torch.empty(b, n, dtype=tgt[0].z.dtype, device=device) if single and rsa else None
+    g32 = torch.empty(b, n, dtype=tgt[0].z.dtype, device=device) if single and plan.rsa else None
     if brain is not None:
         tgt_lists, tgt_inv = [], []
         if plan.k_cknna:  # the targets' CKNNA lists, inverted for "is i among j's neighbours"
@@ -623,7 +627,7 @@ class _CKA:
         self.prod = torch.zeros(n_ker, S, R - S, dtype=torch.float64, device=device)
         self.self_prod = torch.zeros(n_ker, R, dtype=torch.float64, device=device)
         self.rowsum = torch.zeros(n_ker, R, n, dtype=torch.float64, device=device)
-        self.rsa = any(kind == "rsa" for _, kind, _ in plan.kernels)
+        self.rsa = plan.rsa
         # float32 squared norms of the float32 representations (see distances_single)
         self.sq32 = {r: rep.sq.float() for r, rep in enumerate(reps) if rep.z.dtype == torch.float32}
         if self.rsa:

@@ -177,13 +177,8 @@ def rank_counts(flat, fwd, back, n_targets: int, k: int, mutual_ks, cycle_ks) ->
     fwd = empty if fwd is None else np.ascontiguousarray(fwd)
     back = empty if back is None else np.ascontiguousarray(back)
     numba_threads()
-    mutual_ks = np.asarray(mutual_ks, np.int64)
-    order = np.argsort(mutual_ks, kind="stable")  # the kernel counts at ascending ks
-    mutual, cycle = _kernel()(flat, fwd, back, int(n_targets), int(k), mutual_ks[order],
-                              np.asarray(cycle_ks, np.int64))
-    out = np.empty_like(mutual)
-    out[:, order] = mutual
-    return out, cycle
+    return _kernel()(flat, fwd, back, int(n_targets), int(k), np.asarray(mutual_ks, np.int64),
+                     np.asarray(cycle_ks, np.int64))
 
 
 def numba_threads() -> int:
