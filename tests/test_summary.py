@@ -58,20 +58,37 @@ def test_summary_gives_the_scores_of_the_full_job(job, dtype, path, tmp_path, mo
     streamed.close()
 
 
-def test_float32_rois_distances_from_one_product_match_the_float64_job(job, monkeypatch):
-    """Without rsa_pearson (whose correlations need the Gram rows), a float32 job reading a summary forms the
-    ROIs' squared distances in float32 from one matrix product that adds the norms in
-    (_CKA.distances_single): its kernels' scores stay within float32 rounding of the float64 job's."""
+@pytest.mark.parametrize("path", ["torch", "kernel"])
+def test_float32_job_holds_its_sources_in_float32_and_matches_the_float64_job(job, path, monkeypatch):
+    """Without rsa_pearson (whose correlations need the Gram rows), a float32 job reading a summary runs each
+    source's pass 1 alone in float64 (its exact lists and its Gram values at CKNNA's first k), then holds its
+    z-scores in float32: every representation's squared distances come from one float32 product that adds
+    the norms in (_CKA.distances_single), CKNNA reads the sources' stored values in the torch gathers and
+    in the compiled kernel alike; the distances are formed for kernel sub-blocks of a few rows (here 16, in
+    row blocks of ~100, with the torch gathers). Counts and CKNNA as the float64 job's, kernels within float32
+    rounding."""
     from brainalign.alignment import engine
 
     sources, targets, want = job
-    calls = []
+    monkeypatch.setattr(engine, "RANK_KERNEL", path == "kernel")
+    names = [s.name for s in resolve_metrics("all")] + ["linear_cka"]
+    budget, stats = None, {}
+    if path == "torch":
+        monkeypatch.setattr(engine, "KERNEL_BLOCK_BYTES", 16 * 7 * 460 * 4)  # 16 rows of 7 representations
+        fixed, per_row = engine.memory_plan(460, 3, 4, engine.Plan.of(resolve_metrics(names)), 4, summary=True,
+                                            compact=True)
+        budget = fixed + 100 * per_row
+    calls, dtypes = [], []
     single = engine._CKA.distances_single
-    monkeypatch.setattr(engine._CKA, "distances_single", lambda self, r, *a: calls.append(r) or single(self, r, *a))
-    names = [s.name for s in resolve_metrics("cka")] + ["linear_cka", "mutual_knn_20", "cknna_10"]
+    monkeypatch.setattr(engine._CKA, "distances_single", lambda self, r, rep, *a: calls.append(r) or
+                        dtypes.append(rep.z.dtype) or single(self, r, rep, *a))
     summary = compute_summary(targets, names, dtype="float32")
-    got = score_matrices(sources, targets, names, dtype="float32", brain=summary)
-    assert sorted(set(calls)) == list(range(len(sources), len(sources) + len(targets)))  # every ROI, that way
+    got = score_matrices(sources, targets, names, dtype="float32", brain=summary, max_bytes=budget, stats=stats)
+    assert sorted(set(calls)) == list(range(len(sources) + len(targets)))  # every layer and ROI, that way
+    assert {str(d) for d in dtypes} == {"torch.float32"}
+    if path == "torch":  # sub-blocks of 16 rows in several row blocks
+        assert 16 < stats["block_rows"] < 460 and len(calls) == 7 * sum(
+            -(-(min(460, r0 + stats["block_rows"]) - r0) // 16) for r0 in range(0, 460, stats["block_rows"]))
     for name in names:
         atol = 1e-12 if "knn" in name else 5e-5
         np.testing.assert_allclose(got[name], want["float64"][name], rtol=0, atol=atol, err_msg=name)

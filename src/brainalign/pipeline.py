@@ -187,6 +187,7 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
     ``encoding``: the ridge metric's options (config key ``encoding``). ``summary_h5``: the subject's
     brain summary (:func:`brain_summary_job`), whose ROI side the engine reads instead of computing.
     ``max_gb``: the engine's memory budget in GB (config key ``align_max_gb``; None: its default)."""
+    from brainalign.alignment.engine import Plan, held_itemsize
     from brainalign.alignment.metrics import resolve_metrics, score_matrices
     from brainalign.data.nsd import brain_loaders, brain_voxel_ceilings
     from brainalign.models.features import feature_loaders, resolve_device
@@ -219,7 +220,8 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
         brain = read_summary(summary_h5)
     max_bytes = int(max_gb * 1e9) if max_gb is not None else None
     if len(models) > 1:
-        _warn_groups(what, subject, [int(x.shape[1]) for x in layers], len(ids), max_bytes, device)
+        _warn_groups(what, subject, [int(x.shape[1]) for x in layers], len(ids), max_bytes, device,
+                     held_itemsize(Plan.of(resolve_metrics(metrics)), brain, "float32"))
     try:
         mats = score_matrices(layers, list(rois.values()), metrics, device, encoding=encoding,
                               voxel_ceilings=ceilings, brain=brain, max_bytes=max_bytes)
@@ -256,19 +258,21 @@ def align_batch_job(brain_h5: Path, features_h5: Sequence[Path], models: Sequenc
     write_parquet(scores, out)
 
 
-def _warn_groups(what: str, subject: str, widths: Sequence[int], n: int, max_bytes: int | None, device) -> None:
-    """Warn when a batch's layers will be streamed in several groups (so the ROIs' side is redone per group)."""
+def _warn_groups(what: str, subject: str, widths: Sequence[int], n: int, max_bytes: int | None, device,
+                 itemsize: int = 8) -> None:
+    """Warn when a batch's layers will be streamed in several groups (so the ROIs' side is redone per group);
+    ``itemsize``: the bytes per feature the job holds (:func:`brainalign.alignment.engine.held_itemsize`)."""
     from brainalign.alignment.engine import source_groups
     from brainalign.alignment.metrics import default_max_bytes
 
     budget = max_bytes if max_bytes is not None else default_max_bytes(str(device))
-    groups, _ = source_groups(widths, n, budget)
+    groups, _ = source_groups(widths, n, budget, itemsize=itemsize)
     if len(groups) > 1:
-        log.warning("%s on %s: the batch's %.1f GB of float64 z-scores exceed half the memory budget (%.1f GB), so "
+        held = itemsize * n * sum(widths)
+        log.warning("%s on %s: the batch's %.1f GB of z-scores exceed half the memory budget (%.1f GB), so "
                     "its layers are streamed in %d groups and the ROIs' kernel blocks are formed once per group; "
                     "config key 'align_max_gb' >= %.1f makes them one group (or 'align_batch: 1': one model a "
-                    "job)", what, subject,
-                    8 * n * sum(widths) / 1e9, budget / 1e9, len(groups), 16 * n * sum(widths) / 1e9 + 0.05)
+                    "job)", what, subject, held / 1e9, budget / 1e9, len(groups), 2 * held / 1e9 + 0.05)
 
 
 def converge_job(src_files: Sequence[Path], src_models: Sequence[str], tgt_files: Sequence[Path],

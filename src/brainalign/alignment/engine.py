@@ -55,6 +55,7 @@ CENTRE_SAMPLE = 256
 ACCUMULATE_BLOCK = 1 << 20  # float32 partial sums over at most 2^20 terms, then float64
 EPS_CKA = 1e-6
 MIN_GROUP_BYTES = 256 << 20  # the smallest group of sources' z-scores (see source_groups)
+KERNEL_BLOCK_BYTES = 256 << 20  # the distances of a kernel sub-block (see kernel_rows)
 BIG = 32767  # the rank of a stimulus that is not among the neighbours (int16)
 
 
@@ -189,6 +190,10 @@ class Rep:
     sq: object
     scale: float  # neighbour rounding unit: TIE_TOLERANCE x the largest inner product
     constant: bool = False  # the same value for every stimulus (a blank parcel, a dead layer)
+    # a source whose pass 1 ran on its own (:func:`own_neighbours`): its neighbour lists (n, k_max) and
+    # its float64 Gram values at their first k_cknna (n, k_cknna); its z-scores are then float32
+    lists: object = None
+    vals: object = None
 
 
 def prepare(x, device, single: bool = False) -> Rep:
@@ -211,6 +216,37 @@ def prepare(x, device, single: bool = False) -> Rep:
     top = float(sq.max())
     scale = max(top, float(torch.finfo(torch.float64).tiny)) * TIE_TOLERANCE
     return Rep(z=z, sq=sq, scale=scale, constant=top == 0.0)
+
+
+def own_neighbours(rep: Rep, plan: Plan, n: int, b: int, clock: _Clock | None = None) -> None:
+    """Pass 1 of one source on its own, then its z-scores in float32 (a job reading a brain summary).
+
+    The exact neighbour lists (k_max, from the float64 Gram rows, :func:`block_neighbours`) and the
+    float64 Gram values at their first k_cknna are all that the neighbour metrics need of a source: its
+    pass 2 then forms float32 distances for the kernel blocks only (:meth:`_CKA.distances_single`), and
+    the job holds 4 bytes a feature of it, not 8. ``b`` rows of Gram at a time."""
+    import torch
+
+    if plan.k_max:
+        cdt, shift = index_dtype(n), tie_shift(n)
+        lists = torch.empty(n, plan.k_max, dtype=cdt, device=rep.z.device)
+        vals = torch.empty(n, plan.k_cknna, dtype=torch.float64, device=rep.z.device) if plan.k_cknna else None
+        gbuf = torch.empty(min(b, n), n, dtype=torch.float64, device=rep.z.device)
+        for r0 in range(0, n, b):
+            r1 = min(n, r0 + b)
+            g = gbuf[: r1 - r0]
+            torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+            if clock:
+                clock.lap("gram")
+            idx = block_neighbours(g, r0, plan.k_max, rep.scale, shift)  # (overwrites the diagonal only)
+            if vals is not None:
+                vals[r0:r1] = g.gather(1, idx[:, : plan.k_cknna])
+            lists[r0:r1] = idx.to(cdt)
+            if clock:
+                clock.lap("neighbours")
+        rep.lists, rep.vals = lists, vals
+        del gbuf
+    rep.z = rep.z.float()
 
 
 @dataclass
@@ -291,24 +327,38 @@ def _head(buf, rows: int, cols: int):
     return buf.view(-1)[: rows * cols].view(rows, cols)
 
 
-def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool = False) -> tuple[int, int]:
+def kernel_rows(n: int, R: int, itemsize: int, b: int) -> int:
+    """Rows of the kernel sub-blocks of a job whose sources hold no Gram rows (:func:`own_neighbours`): as
+    many as KERNEL_BLOCK_BYTES of the R representations' distances hold, at least one, at most ``b``."""
+    return int(max(1, min(b, KERNEL_BLOCK_BYTES // (R * n * itemsize))))
+
+
+def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool = False,
+                compact: bool = False) -> tuple[int, int]:
     """Bytes the job holds whatever the block size (lists, their inverses, per-row sums), and
     bytes per block row (Gram rows, distances, kernels, neighbour gathers). ``summary``: the
-    targets' side comes from a brain summary (their lists are read block by block)."""
+    targets' side comes from a brain summary (their lists are read block by block). ``compact``: the
+    sources ran pass 1 on their own (:func:`own_neighbours`): no Gram rows, and the distances are
+    formed for kernel sub-blocks of at most KERNEL_BLOCK_BYTES (held whatever the block size)."""
     idx = 2 if n <= 32767 else 4
     n_sig = len(plan.kernels)
     fixed = 0
     if plan.k_max:
         fixed += S * n * plan.k_max * (2 * idx + 2) + S * (n + 1) * 8  # source lists + inverse
+        if summary:  # the sources' Gram values at their CKNNA lists (own_neighbours)
+            fixed += S * n * plan.k_cknna * 8
     if plan.k_cknna:
         fixed += T * n * plan.k_cknna * ((idx + 2) if summary else (2 * idx + 2)) + T * (n + 1) * 8
     fixed += (S + T) * n_sig * n * (8 + itemsize)  # row sums (float64) and centring estimates
     fixed += (S + T) * n * 8 * 3 + (64 << 20)  # squared norms, row means and norms, slack for small tensors
-    per_row = 3 * n * 8  # one Gram row block, a float64 scratch, the top-k scratch
-    if summary:
+    per_row = 3 * n * 8 if not compact else 0  # one Gram row block, a float64 scratch, the top-k scratch
+    if summary and not compact:
         per_row += n * 4  # the targets' float32 Gram rows
-    if n_sig:
+    if n_sig and compact:
+        fixed += min(KERNEL_BLOCK_BYTES, n * (S + T) * n * itemsize)  # distances of the kernel sub-blocks
+    elif n_sig:
         per_row += (S + T) * n * itemsize  # distances of every representation
+    if n_sig:
         if plan.rsa:
             per_row += (S + T) * n * itemsize  # and their pattern correlations
         # the kernel stack (at least one row), and the copy of its diagonal square (at most the stack)
@@ -321,6 +371,21 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
     if plan.k_cknna:
         per_row += T * plan.k_cknna * (8 * 6 + 2 * 4) + T * plan.k_cknna * 24
     return fixed, per_row
+
+
+def block_rows(n: int, S: int, T: int, plan: Plan, itemsize: int, max_bytes: int,
+               summary: bool = False, compact: bool = False) -> tuple[int, int, int]:
+    """The row block of a job within ``max_bytes`` (at least one row), and :func:`memory_plan`'s two terms."""
+    fixed, per_row = memory_plan(n, S, T, plan, itemsize, summary=summary, compact=compact)
+    return int(max(1, min(n, (max_bytes - fixed) // max(per_row, 1)))), fixed, per_row
+
+
+def held_itemsize(plan: Plan, brain, dtype: str) -> int:
+    """Bytes per feature that a job holds of its sources: 4 where they run pass 1 one at a time in float64
+    and are then held in float32 (:func:`own_neighbours`: a float32 job reading a brain summary, with no
+    metric that reads their float64 z-scores or Gram rows: ridge, rsa_spearman, rsa_pearson), else 8."""
+    f64 = plan.ridge or plan.rsa_spearman or plan.rsa
+    return 4 if brain is not None and dtype == "float32" and not f64 else 8
 
 
 def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | None, dtype: str,
@@ -350,7 +415,8 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     n = tgt[0].z.shape[0]
     if brain is not None:
         brain.check(plan, n, [r.z for r in tgt])
-    groups, work_bytes = source_groups([_width(x) for x in sources], n, max_bytes)
+    compact = held_itemsize(plan, brain, dtype) == 4
+    groups, work_bytes = source_groups([_width(x) for x in sources], n, max_bytes, itemsize=4 if compact else 8)
     st.source_groups = len(groups)
     if len(groups) > 1:
         log.info("%d source representations in %d groups of at most %.2f GB of z-scores (budget %.2f GB): "
@@ -359,8 +425,15 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     parts, dead_s = [], []
     for group in groups:
         src = []
+        if compact:
+            b = block_rows(n, len(group), len(tgt), plan, store.itemsize, work_bytes, summary=True)[0]
+            progress = Progress(len(group), "alignment pass 1 (neighbour lists, one source at a time)", "sources")
         for i in group:
             src.append(prepare(sources[i]() if callable(sources[i]) else sources[i], device))
+            if compact:
+                clock.lap("z-score")
+                own_neighbours(src[-1], plan, n, b, clock)
+                progress.step()
             release_memory()
         part = _score(src, tgt, plan, n, device, work_bytes, store, st, clock, encoding, voxel_ceilings, brain)
         dead_s += [group[0] + i for i, r in enumerate(src) if r.constant]
@@ -387,10 +460,12 @@ def _width(x) -> int | None:
     return int(shape[1]) if shape is not None and len(shape) == 2 else None
 
 
-def source_groups(widths: Sequence[int | None], n: int, max_bytes: int) -> tuple[list[list[int]], int]:
+def source_groups(widths: Sequence[int | None], n: int, max_bytes: int,
+                  itemsize: int = 8) -> tuple[list[list[int]], int]:
     """Consecutive groups of sources, and the working budget of each group's pass.
 
-    When the sources' float64 z-scores (``8 n d`` each) fit half the budget, or a width is unknown,
+    When the sources' z-scores (``8 n d`` each in float64; ``itemsize`` 4: held in float32, see
+    :func:`own_neighbours`) fit half the budget, or a width is unknown,
     all sources are one group and the streaming gets the whole budget (the z-scores are held beside
     it, as the docstring of :func:`brainalign.alignment.metrics.score_matrices` counts them). Otherwise the
     sources are streamed in groups of at most half the budget of z-scores, read and z-scored group
@@ -399,13 +474,13 @@ def source_groups(widths: Sequence[int | None], n: int, max_bytes: int) -> tuple
     the grouping (every pair's sums are its own; the neighbour rule is exact). Groups hold at least
     :data:`MIN_GROUP_BYTES` (below that, recomputing the targets' side would cost more than the
     memory is worth), so sources of up to twice that are never split."""
-    if any(w is None for w in widths) or 8 * n * sum(widths) <= max(max_bytes // 2, 2 * MIN_GROUP_BYTES):
+    if any(w is None for w in widths) or itemsize * n * sum(widths) <= max(max_bytes // 2, 2 * MIN_GROUP_BYTES):
         return [list(range(len(widths)))], max_bytes
     half = max(max_bytes // 2, MIN_GROUP_BYTES)
     groups: list[list[int]] = [[]]
     held = 0
     for i, w in enumerate(widths):
-        need = 8 * n * w
+        need = itemsize * n * w
         if groups[-1] and held + need > half:
             groups.append([])
             held = 0
@@ -460,8 +535,12 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     import torch
 
     S, T = len(src), len(tgt)
-    fixed, per_row = memory_plan(n, S, T, plan, store.itemsize, summary=brain is not None)
-    b = int(max(1, min(n, (max_bytes - fixed) // per_row)))
+    # sources whose pass 1 ran on their own (own_neighbours, with a summary of float32 targets): neither
+    # side needs Gram rows in this job, and the kernels' distances are formed for sub-blocks of bk rows
+    compact = bool(src) and all(r.z.dtype != torch.float64 for r in src)
+    b, fixed, per_row = block_rows(n, S, T, plan, store.itemsize, max_bytes, summary=brain is not None,
+                                   compact=compact)
+    bk = kernel_rows(n, S + T, store.itemsize, b) if compact else b
     if fixed + per_row > max_bytes:
         log.warning("memory budget %.2f GB is below this job's fixed need %.2f GB + one row %.3f GB; "
                     "running one row at a time", max_bytes / 1e9, fixed / 1e9, per_row / 1e9)
@@ -470,7 +549,7 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
 
     # ---------------------------------------------------------------- pass 1: neighbour lists
     src_lists = tgt_lists = src_inv = tgt_inv = None
-    gbuf = torch.empty(b, n, dtype=torch.float64, device=device)
+    gbuf = None if compact else torch.empty(b, n, dtype=torch.float64, device=device)
     single = bool(tgt) and tgt[0].z.dtype != torch.float64
     g32 = torch.empty(b, n, dtype=tgt[0].z.dtype, device=device) if single and plan.rsa else None
     if brain is not None:
@@ -479,7 +558,10 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
             for t in range(T):
                 tgt_inv.append(Inverse.of(torch.as_tensor(brain.cknna_lists(t, plan.k_cknna)).to(device)))
             release_memory()
-    if plan.k_max:
+    if plan.k_max and compact:
+        st.passes += 1  # (run by own_neighbours, source by source)
+        src_lists = [r.lists for r in src]
+    elif plan.k_max:
         st.passes += 1
         progress = Progress(st.blocks, "alignment pass 1 (neighbour lists)", "row blocks")
         cdt = index_dtype(n)
@@ -498,6 +580,7 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
                     clock.lap("neighbours")
             release_memory()
             progress.step()
+    if plan.k_max:
         src_inv = []
         tgt_inv = [] if brain is None else tgt_inv
         for lists, inv in ((src_lists, src_inv), (tgt_lists if brain is None else [], tgt_inv)):
@@ -510,17 +593,17 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
     st.passes += 1
     progress = Progress(st.blocks, f"alignment pass {st.passes} (metrics)", "row blocks")
     acc = _Accumulators(plan, S, T, n, device)
-    cka = _CKA(plan, src + tgt, S, n, b, store, device, brain) if plan.kernels else None
+    cka = _CKA(plan, src + tgt, S, n, bk, store, device, brain) if plan.kernels else None
     clock.lap("exp")
-    tmp = torch.empty(b, n, dtype=torch.float64, device=device) if cka else None
+    tmp = torch.empty(b, n, dtype=torch.float64, device=device) if cka and not compact else None
     for r0 in range(0, n, b):
         r1 = min(n, r0 + b)
         bb = r1 - r0
-        g = gbuf[:bb]
+        g = None if compact else gbuf[:bb]
         blk = _TargetBlock(plan, T, bb, bool(src) and _rank_kernel(device, bb * T * plan.k_max)) if plan.k_max else None
         for t, rep in enumerate(tgt):
-            if brain is not None and not cka:
-                break  # nothing of the targets' Gram rows is needed
+            if compact or (brain is not None and not cka):
+                break  # nothing of the targets' Gram rows is needed (compact: their distances, below)
             if brain is not None and single and not cka.rsa:
                 cka.distances_single(S + t, rep, r0, r1)
                 clock.lap("gram")  # (a matrix product, with the norms added in)
@@ -554,6 +637,11 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
             if capture is not None:
                 capture(r0, r1, blk)
         for s, rep in enumerate(src):
+            if compact:  # the neighbour sums from the lists and values; the kernels' distances below
+                if plan.k_max:
+                    _source_block(s, None, src_lists[s][r0:r1], src_inv[s], r0, r1, blk, plan, acc, n, vals=rep.vals)
+                    clock.lap("neighbour metrics")
+                continue
             if plan.cknna:  # (mutual and cycle need the lists only)
                 torch.mm(rep.z[r0:r1], rep.z.T, out=g)
                 clock.lap("gram")
@@ -567,7 +655,14 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
                 _source_block(s, g, src_lists[s][r0:r1], src_inv[s], r0, r1, blk, plan, acc, n)
                 clock.lap("neighbour metrics")
         del blk
-        if cka:
+        if cka and compact:  # every representation's distances in float32, a sub-block of bk rows at a time
+            for q0 in range(r0, r1, bk):
+                q1 = min(r1, q0 + bk)
+                for r, rep in enumerate(src + tgt):
+                    cka.distances_single(r, rep, q0, q1)
+                clock.lap("gram")  # (matrix products, with the norms added in)
+                cka.block(q0, q1, clock)
+        elif cka:
             cka.block(r0, r1, clock)
         release_memory()
         progress.step()
@@ -679,6 +774,10 @@ class _CKA:
         for i, (_, kind, _) in enumerate(plan.kernels):
             if kind == "rsa":
                 self.rsa_shift = self.c[i].double()
+        # -log o of the targets' rbf kernels formed as L / o - 1 (see _kernel): o = their mean estimate c
+        # (positive), 1 where it underflows
+        off = self.c[:, self.own :].double()
+        self.log_off = torch.where(off > 1e-30, off, torch.ones_like(off)).log().neg().to(store)
 
     @classmethod
     def stack_rows(cls, R: int, n: int, b: int, itemsize: int) -> int:
@@ -723,6 +822,18 @@ class _CKA:
         distances."""
         import torch
 
+        own = self.own
+        if kind == "rbf" and own < len(k):
+            # the summary's targets (no sums of theirs to form): L / o - 1 = expm1(-d2 / (2 sigma^2) - log o), o
+            # their kernel's mean estimate c: two passes where forming and centring L takes four; the
+            # products are brought back to L~'s at the end (scores)
+            torch.add(self.log_off[i], d2[own:], alpha=-1.0 / (2.0 * sigma * sigma), out=k[own:])
+            k[own:].expm1_()
+            if own:
+                torch.mul(d2[:own], -1.0 / (2.0 * sigma * sigma), out=k[:own])
+                k[:own].exp_()
+                k[:own].sub_(self.a[i, :own, q0:q1, None] - self.c[i, :own]).sub_(self.a[i, :own, None, r0:])
+            return
         if kind == "rbf":
             torch.mul(d2, -1.0 / (2.0 * sigma * sigma), out=k)
             k.exp_()
@@ -779,8 +890,16 @@ class _CKA:
                 var = m * self.self_prod[i] - tot * tot
                 out[name] = (cov / (var[:S, None] * var[None, S:]).sqrt()).clamp(-1.0, 1.0).cpu().numpy()
                 continue
+            prod = self.prod[i]
+            if kind == "rbf" and self.own < len(rs):
+                # the blocks held the targets' L / o - 1 (see _kernel): with K~ symmetric, of row sums R,
+                # sum K~ L = o (sum K~ (L / o - 1) + sum K~), and L~_ij = L_ij - a'_i - a'_j + c' gives
+                # sum K~ L~ = sum K~ L - 2 a'.R + c' sum K~ (float64)
+                a_t, c_t = self.a[i, S:].double(), self.c[i, S:, 0, 0].double()
+                off = self.log_off[i, :, 0, 0].double().neg().exp()
+                prod = off[None, :] * (prod + tot[:S, None]) - 2.0 * rs[:S] @ a_t.T + tot[:S, None] * c_t[None, :]
             cross = rs[:S] @ rs[S:].T
-            hsic = self.prod[i] - (2.0 / n) * cross + tot[:S, None] * tot[None, S:] / n**2
+            hsic = prod - (2.0 / n) * cross + tot[:S, None] * tot[None, S:] / n**2
             selfh = self.self_prod[i] - (2.0 / n) * (rs * rs).sum(1) + tot * tot / n**2
             eps = EPS_CKA if kind == "rbf" else 0.0  # linear CKA: the definition, no epsilon
             out[name] = (hsic / ((selfh[:S, None] * selfh[None, S:]).sqrt() + eps)).cpu().numpy()
@@ -832,25 +951,28 @@ def _cknna_ks(plan: Plan, device):
     return torch.tensor([[k for _, k in plan.cknna]], dtype=torch.int16, device=device)
 
 
-def _self_cknna(acc: dict, which: int, g, lists_block, entries, back_dense, plan: Plan):
+def _self_cknna(acc: dict, which: int, g, lists_block, entries, back_dense, plan: Plan, vals=None, r0: int = 0):
     """The unbiased-HSIC sums of one representation's own masked kernel (K * M_X) for block rows.
 
     ``g`` (b, n) are the block's Gram rows, ``entries`` and ``back_dense`` its inverted lists
-    (:meth:`Inverse.block`, :func:`dense_inverse_ranks`). cross = sum K_ij^2 [j in NN(i)] [i in NN(j)];
-    total = sum K_ij [j in NN(i)]; sum_kk = sum_j col_j row_j, col_j = sum_i K_ij [j in NN(i)].
+    (:meth:`Inverse.block`, :func:`dense_inverse_ranks`; ranks below CKNNA's largest k). cross = sum
+    K_ij^2 [j in NN(i)] [i in NN(j)]; total = sum K_ij [j in NN(i)]; sum_kk = sum_j col_j row_j, col_j =
+    sum_i K_ij [j in NN(i)]. Or, ``g`` None, the Gram values at every row's first k_cknna neighbours
+    ``vals`` (n, k_cknna) (:func:`own_neighbours`; the block's rows from ``r0``).
     """
     import torch
 
     local, cols, ranks = entries
+    b = lists_block.shape[0]
     # K_ji = K_ij for the stimuli i whose lists hold block row j
-    kvals = g.view(-1).index_select(0, local * g.shape[1] + cols)
-    ks = _cknna_ks(plan, g.device)
+    kvals = g.view(-1).index_select(0, local * g.shape[1] + cols) if vals is None else vals[cols, ranks.long()]
+    ks = _cknna_ks(plan, lists_block.device)
     # every k's column sums in one pass over the entries: (b, number of k)
-    cols_k = torch.zeros(g.shape[0], len(plan.cknna), dtype=torch.float64, device=g.device).index_add_(
+    cols_k = torch.zeros(b, len(plan.cknna), dtype=torch.float64, device=lists_block.device).index_add_(
         0, local, kvals[:, None] * (ranks[:, None] < ks))
     for q, (name, k) in enumerate(plan.cknna):
         idx = lists_block[:, :k].long()
-        kv = g.gather(1, idx)
+        kv = g.gather(1, idx) if vals is None else vals[r0 : r0 + b, :k]
         back = back_dense.gather(1, idx) < k  # i among the k neighbours of j
         col = cols_k[:, q]
         sums = acc[name][:, which]
@@ -974,8 +1096,12 @@ def _rank_kernel(device, entries: int) -> bool:
 
 
 def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _TargetBlock, plan: Plan,
-                  acc: _Accumulators, n: int) -> None:
+                  acc: _Accumulators, n: int, vals=None) -> None:
     """Every neighbour metric of source ``s`` against every target, on the block's rows.
+
+    CKNNA reads the source's kernel in its Gram rows ``g`` (b, n), or, ``g`` None, in ``vals`` (n,
+    k_cknna): its Gram values at each stimulus' first k_cknna neighbours (:func:`own_neighbours`), where
+    every entry of its masks lies.
 
     With rx = the rank, in X's list of i, of Y's p-th neighbour j of i, and rt = the rank
     of i in X's list of j: mutual_k counts p < k with rx < k; cycle_k holds when some
@@ -989,19 +1115,20 @@ def _source_block(s: int, g, lists_block, inv: Inverse, r0: int, r1: int, blk: _
         entries = inv.block(r0, r1)
         back = dense_inverse_ranks(entries, b, n)
     if blk.kernel:
-        _source_block_compiled(s, g, fwd, back, blk, plan, acc)
+        _source_block_compiled(s, g, fwd, back, blk, plan, acc, vals, r0)
     else:
-        _source_block_torch(s, g, fwd, back, blk, plan, acc, n)
+        _source_block_torch(s, g, fwd, back, blk, plan, acc, n, vals, r0)
     if plan.k_cknna:
         kc_max = plan.k_cknna
         local, cols, ranks = entries
         if plan.k_max > kc_max:  # the sums look at ranks below CKNNA's largest k only
             keep = ranks < kc_max
             local, cols, ranks = local[keep], cols[keep], ranks[keep]
-        _self_cknna(acc.self_src, s, g, lists_block[:, :kc_max], (local, cols, ranks), back, plan)
+        _self_cknna(acc.self_src, s, g, lists_block[:, :kc_max], (local, cols, ranks), back, plan, vals, r0)
 
 
-def _source_block_compiled(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc: _Accumulators) -> None:
+def _source_block_compiled(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc: _Accumulators, vals=None,
+                           r0: int = 0) -> None:
     """:func:`_source_block`'s cross counts and sums in the compiled kernels (CPU)."""
     import torch
 
@@ -1016,17 +1143,19 @@ def _source_block_compiled(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, 
         for q, (name, _) in enumerate(plan.cycle):
             acc.cycle[name][s] += torch.from_numpy(cyc[:, q]).to(torch.int64)
     if plan.k_cknna:
-        sums = cknna_sums(blk.flat_c, blk.back_c, blk.vals_c, fwd.numpy(), back.numpy(), g.numpy(), blk.slots,
-                          blk.ent_cols, blk.ent_ranks, [k for _, k in plan.cknna])  # (T, 4, number of k)
+        sums = cknna_sums(blk.flat_c, blk.back_c, blk.vals_c, fwd.numpy(), back.numpy(),
+                          None if g is None else g.numpy(), blk.slots, blk.ent_cols, blk.ent_ranks,
+                          [k for _, k in plan.cknna], None if vals is None else vals.numpy(), r0)  # (T, 4, number of k)
         for q, (name, _) in enumerate(plan.cknna):
             acc.cknna[name][:, s] += torch.from_numpy(sums[:, :, q].T)
 
 
-def _source_block_torch(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc: _Accumulators, n: int) -> None:
+def _source_block_torch(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc: _Accumulators, n: int,
+                        vals=None, r0: int = 0) -> None:
     """:func:`_source_block`'s cross counts and sums with torch gathers (any device)."""
     import torch
 
-    b, T = g.shape[0], blk.T
+    b, T = blk.b, blk.T
     if plan.mutual or plan.cycle:
         k = plan.k_max
         if plan.mutual:
@@ -1035,7 +1164,7 @@ def _source_block_torch(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc
                 acc.mutual[name][s] += (rx[:, :, :km] < km).sum(2, dtype=torch.int32).sum(0)
             del rx
         if plan.cycle:
-            pos = torch.arange(k, dtype=torch.int16, device=g.device)
+            pos = torch.arange(k, dtype=torch.int16, device=back.device)
             first = torch.maximum(back.gather(1, blk.flat).view(b, T, k), pos).amin(2)  # (b, T)
             for name, kc in plan.cycle:
                 acc.cycle[name][s] += (first < kc).sum(0)
@@ -1044,16 +1173,24 @@ def _source_block_torch(s: int, g, fwd, back, blk: _TargetBlock, plan: Plan, acc
         kc_max = plan.k_cknna
         rx = fwd.gather(1, blk.flat_c).view(b, T, kc_max)
         rt = back.gather(1, blk.flat_c).view(b, T, kc_max)
-        kv_all = g.gather(1, blk.flat_c).view(b, T, kc_max)
+        # K_ij at Y's neighbours j of i (those beyond X's first k_cknna are masked below)
+        if vals is None:
+            kv_all = g.gather(1, blk.flat_c).view(b, T, kc_max)
+        else:
+            kv_all = vals[r0 : r0 + b].gather(1, rx.view(b, -1).clamp(max=kc_max - 1).long()).view(b, T, kc_max)
         ent = blk.ent_flat(n)
         # for Y's inverse entries (j in the block, i with j in Y's list of i): max of j's rank in
-        # Y's list of i and in X's list of i, and K_ji
-        worst_e = torch.maximum(back.view(-1).index_select(0, ent), blk.ent_ranks)
-        k_e = g.view(-1).index_select(0, ent)
+        # Y's list of i and in X's list of i, and K_ji (= K_ij, at that rank of i's values)
+        back_e = back.view(-1).index_select(0, ent)
+        worst_e = torch.maximum(back_e, blk.ent_ranks)
+        if vals is None:
+            k_e = g.view(-1).index_select(0, ent)
+        else:
+            k_e = vals[blk.ent_cols, back_e.clamp(max=kc_max - 1).long()]
         rt = torch.maximum(rt, blk.back_c)
-        ks = _cknna_ks(plan, g.device)
+        ks = _cknna_ks(plan, back.device)
         # every k's column sums in one pass over the entries: (T b, number of k)
-        cols_k = torch.zeros(T * b, len(plan.cknna), dtype=torch.float64, device=g.device).index_add_(
+        cols_k = torch.zeros(T * b, len(plan.cknna), dtype=torch.float64, device=back.device).index_add_(
             0, blk.ent_slot, k_e[:, None] * (worst_e[:, None] < ks))
         for q, (name, k) in enumerate(plan.cknna):
             mij = rx[:, :, :k] < k

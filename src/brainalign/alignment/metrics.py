@@ -247,10 +247,19 @@ def score_matrices(
     (``4 n V``, V their summed widths; float64 when ``ridge`` or ``rsa_spearman`` is asked for), their
     neighbour lists and values are read block by block from the summary, their CKNNA lists'
     inverses are held (``(i + 2) n T c``), each block row adds ``4 n`` (the targets' float32 Gram
-    rows). Paper size as above, with 8 models
-    (96 layers) in one job: features 5.2 GB of sources + 1.3 GB of ROIs.
+    rows). In a float32 job reading a summary that asks for none of ``ridge``, ``rsa_spearman`` and
+    ``rsa_pearson`` (which read the sources' float64 z-scores or Gram rows), each source runs its
+    neighbour pass alone as it is loaded (its float64 z-scores held for it alone,
+    :func:`brainalign.alignment.engine.own_neighbours`) and is then held as float32 z-scores (``4 n d_i``)
+    beside its lists, their inverses and its float64 Gram values at its first c neighbours
+    (``(2i + 2) n k + 8 n c``): no Gram rows are formed after that, a block row costs the neighbour
+    gathers only, and the kernels' distances are formed for sub-blocks of at most 256 MB
+    (:data:`brainalign.alignment.engine.KERNEL_BLOCK_BYTES`, held whatever the block). Paper size, 3 models
+    (36 layers of 768) a job under a 2.25 GiB budget: z-scores 0.98 GB of sources + 1.28 GB of ROIs,
+    fixed 1.96 GB, 2.8 MB a row (blocks of 162 rows), peak RSS 5.7 GB measured.
 
-    Depth: when the sources' z-scores (``8 n sum(d_i)``) exceed both half the budget and
+    Depth: when the sources' z-scores (``8 n sum(d_i)``, or ``4 n sum(d_i)`` held in float32 as above)
+    exceed both half the budget and
     2 x 256 MB (:data:`brainalign.alignment.engine.MIN_GROUP_BYTES`), and their widths are known without
     loading them (arrays, or loaders with a ``shape`` such as :func:`brainalign.io.h5_loader`'s),
     the sources are loaded, z-scored and scored in consecutive groups of at most

@@ -44,17 +44,24 @@ def _kernel():
         nm, nc = mutual_ks.shape[0], cycle_ks.shape[0]
         mut = np.zeros((b, n_targets, max(nm, 1)), np.int32)
         cyc = np.zeros((b, n_targets), np.int32)
+        top = 0
+        for q in range(nm):
+            top = max(top, mutual_ks[q])
         for i in numba.prange(b):
             fr, br, fl = fwd[i], back[i], flat[i]
+            ranks = np.empty(max(top, 1), np.int16)
             for t in range(n_targets):
                 base = t * k
-                # mutual_k: how many of the target's first k have a rank below k in the source's list
-                # (a branch-free count per k: cheaper than one pass with a histogram of max(p, rank))
+                # mutual_k: how many of the target's first k have a rank below k in the source's list. The
+                # ranks are gathered once into a row of their own; the count per k over it is branch-free
+                # and vectorised (cheaper than a gather per k, or one pass with a histogram of max(p, rank))
+                for p in range(top):
+                    ranks[p] = fr[fl[base + p]]
                 for q in range(nm):
                     kq = mutual_ks[q]
                     c = 0
                     for p in range(kq):
-                        c += fr[fl[base + p]] < kq
+                        c += ranks[p] < kq
                     mut[i, t, q] = c
                 if nc:  # min over p of max(p, rank of i in the source's list of j): no p beyond it can lower it
                     first = 1 << 30
@@ -84,10 +91,11 @@ def _cknna_kernel():
     numba = _numba()
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def sums(flat, back_t, vals, fwd, back, g, slots, e_col, e_rank, ks, chunks):  # pragma: no cover
+    def sums(flat, back_t, vals, fwd, back, g, slots, e_col, e_rank, ks, chunks, sv, r0):  # pragma: no cover
         b, n_targets, kc = vals.shape
         nq = ks.shape[0]
         top = ks.max()
+        own = sv.shape[0] > 1  # the source's kernel from its values at its own lists, not its Gram rows
         out = np.zeros((chunks, n_targets, 4, nq))
         step = (b + chunks - 1) // chunks
         # rows outer: a row's ranks and Gram values stay in cache while every target reads them
@@ -96,7 +104,9 @@ def _cknna_kernel():
             col = np.zeros(nq)
             lrow = np.zeros(nq)
             for i in range(c * step, min(b, (c + 1) * step)):
-                fr, br, gr = fwd[i], back[i], g[i]
+                fr, br = fwd[i], back[i]
+                gr = g[0] if own else g[i]
+                svr = sv[r0 + i] if own else sv[0]
                 for t in range(n_targets):
                     # sum over x of K_ix M_xi M~_xi: the target's inverse entries of row i (x holds i
                     # among its first k in the target's list) that hold it in the source's as well
@@ -106,7 +116,7 @@ def _cknna_kernel():
                         x = e_col[e]
                         worst = max(np.int64(br[x]), np.int64(e_rank[e]))
                         if worst < top:
-                            kv = gr[x]
+                            kv = sv[x, br[x]] if own else gr[x]  # K_ix = K_xi, i at rank br[x] of x's list
                             for q in range(nq):
                                 if worst < ks[q]:
                                     col[q] += kv
@@ -119,7 +129,7 @@ def _cknna_kernel():
                             continue
                         # M_ji as well: i among the first k of j in both lists
                         m2 = max(m, np.int64(br[j]), np.int64(back_t[i, t, p]))
-                        kv = gr[j]
+                        kv = svr[fr[j]] if own else gr[j]
                         lv = vals[i, t, p]
                         for q in range(nq):
                             if m < ks[q]:
@@ -135,7 +145,8 @@ def _cknna_kernel():
     return sums
 
 
-def cknna_sums(flat, back_t, vals, fwd, back, g, slots, e_col, e_rank, ks) -> np.ndarray:
+def cknna_sums(flat, back_t, vals, fwd, back, g, slots, e_col, e_rank, ks, src_vals=None,
+               r0: int = 0) -> np.ndarray:
     """CKNNA's four cross sums of one source against every target on a row block, one pass over the lists.
 
     ``flat`` (b, n_targets * kc): each target's CKNNA list of each block row; ``back_t`` (b, n_targets, kc)
@@ -143,14 +154,24 @@ def cknna_sums(flat, back_t, vals, fwd, back, g, slots, e_col, e_rank, ks) -> np
     float64: the target's kernel there; ``fwd``, ``back`` (b, n) int16 and ``g`` (b, n) float64: the
     source's dense ranks, inverse ranks and Gram rows; ``e_col``, ``e_rank``: the targets' inverse entries
     of the block rows (the stimulus x whose list holds the row, the row's rank there), target by target
-    and row by row, target t's of row i at ``slots[t b + i]:slots[t b + i + 1]``. Returns
+    and row by row, target t's of row i at ``slots[t b + i]:slots[t b + i + 1]``. With ``g`` None,
+    the source's kernel comes from ``src_vals`` (n, kc) float64, its Gram values at each stimulus' first kc
+    neighbours (every entry that the masks keep is among them), the block's rows from ``r0``. Returns
     (n_targets, 4, len(ks)): for each k, sum K L M M', sum K M, sum L M and sum_j col_j row_j (see
     :func:`brainalign.alignment.engine._source_block`, which computes the same with torch gathers)."""
     threads = numba_threads()
+    dummy = np.zeros((1, 1))
+    if g is None:
+        g, src_vals = dummy, np.ascontiguousarray(src_vals, np.float64)
+        if src_vals.shape[0] < 2:  # (a one-stimulus array would read as the dummy)
+            raise ValueError("src_vals needs at least 2 stimuli")
+    else:
+        src_vals = dummy
     return _cknna_kernel()(np.ascontiguousarray(flat), np.ascontiguousarray(back_t), np.ascontiguousarray(vals),
                            np.ascontiguousarray(fwd), np.ascontiguousarray(back), np.ascontiguousarray(g),
                            np.ascontiguousarray(slots), np.ascontiguousarray(e_col),
-                           np.ascontiguousarray(e_rank), np.asarray(ks, np.int64), min(len(vals), 4 * threads))
+                           np.ascontiguousarray(e_rank), np.asarray(ks, np.int64), min(len(vals), 4 * threads),
+                           src_vals, int(r0))
 
 
 @functools.cache

@@ -209,8 +209,10 @@ def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: in
     one exp an entry), the float32 CKA products, and the neighbour gathers. The kernels are
     formed over the upper triangle of the plane only (``n^2 / 2`` entries: distances, exponentials
     and products). ``summary``: the job reads the ROIs' side from a brain summary
-    (:mod:`brainalign.alignment.summary`): the ROIs' Gram rows once (float32, the triangle, for the
-    kernel blocks), no top-k of theirs. With ``layers = 0`` and ``summary``: the summary job itself
+    (:mod:`brainalign.alignment.summary`): each layer's float64 Gram rows once (its pass 1, alone), then
+    every representation's float32 distances over the triangle in one product each (for the kernel
+    blocks; :func:`brainalign.alignment.engine.own_neighbours`), no top-k of the ROIs, and the ROIs' rbf
+    kernels in two passes (no sums of theirs). With ``layers = 0`` and ``summary``: the summary job itself
     (the ROIs' side alone, both passes, kernels' sums).
     """
     S, T, n2 = layers, rois, float(n) * n
@@ -222,13 +224,13 @@ def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: in
             "distances": (0.0, half * 40 * T, "fp64"),
             "exp": (0.0, half * 32 * T * sigmas, "fp32"),
         }
-    if summary:
+    if summary:  # (the float32 job: each layer's pass 1 alone in float64, then float32 distances for both sides)
         return {
-            "inner products": (2 * n2 * 2 * S * dim, 0.0, "fp64"),
-            "roi inner products": (2 * half * T * voxels, 0.0, "fp32"),
+            "inner products": (2 * n2 * S * dim, 0.0, "fp64"),
+            "fp32 inner products": (2 * half * (S * dim + T * voxels), 0.0, "fp32"),
             "neighbours": (0.0, n2 * 8 * S, "fp64"),
-            "distances": (0.0, half * 40 * (S + T), "fp64"),
-            "exp": (0.0, half * 32 * (S + T) * sigmas, "fp32"),
+            "distances": (0.0, half * 16 * (S + T), "fp32"),
+            "exp": (0.0, half * (32 * S + 16 * T) * sigmas, "fp32"),
             "products": (2 * half * S * T * sigmas, 0.0, "fp32"),
             "neighbour metrics": (0.0, S * T * n * (k * 6 + kc * 3 * 24), "int"),
         }
