@@ -155,3 +155,48 @@ def test_brain_summary_job_writes_the_file_the_align_job_reads(tmp_path):
     a, b = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
     assert len(a) == len(b) == 3 * 4 * len(metrics)
     np.testing.assert_allclose(a["score"], b["score"], rtol=0, atol=5e-6)
+
+
+def test_chunked_inverse_gives_the_entries_of_the_whole_one():
+    """ChunkedInverse (a compact job's sources' inverted lists, a range of stimuli at a time) gives each row
+    block the entries of Inverse.of, in the same order, for chunks smaller and larger than the blocks."""
+    import torch
+
+    from brainalign.alignment.engine import ChunkedInverse, Inverse
+
+    rng = np.random.default_rng(3)
+    n, k = 300, 40
+    lists = torch.as_tensor(np.stack([rng.permutation(np.delete(np.arange(n), i))[:k] for i in range(n)]),
+                            dtype=torch.int16)
+    whole = Inverse.of(lists)
+    for rows, b in ((37, 50), (120, 50), (300, 64)):
+        chunked = ChunkedInverse(lists, rows)
+        for r0 in range(0, n, b):
+            r1 = min(n, r0 + b)
+            for got, want in zip(chunked.block(r0, r1), whole.block(r0, r1), strict=True):
+                assert torch.equal(got, want), (rows, b, r0)
+
+
+def test_own_neighbours_from_the_whole_gram_matrix_or_row_blocks_agree():
+    """A source's lone neighbour pass (own_neighbours) gives the same lists and Gram values whether it forms
+    the whole Gram matrix over the upper triangle (where it fits the budget) or full rows block by block,
+    and the lists of the job that computes every side itself."""
+    import torch
+
+    from brainalign.alignment import engine
+
+    sources, targets = data()
+    plan = engine.Plan.of(resolve_metrics("all"))
+    n = sources[0].shape[0]
+    out = []
+    for budget in (0, 8 * n * n):
+        rep = engine.prepare(sources[0], "cpu")
+        engine.own_neighbours(rep, plan, n, 64, max_bytes=budget)
+        assert rep.z.dtype == torch.float32
+        out.append(rep)
+    assert torch.equal(out[0].lists, out[1].lists)
+    np.testing.assert_allclose(out[0].vals.numpy(), out[1].vals.numpy(), rtol=1e-13, atol=0)
+    full = engine.prepare(sources[0], "cpu")
+    g = full.z @ full.z.T
+    np.testing.assert_allclose(out[1].vals.numpy(), g.gather(1, out[1].lists[:, : plan.k_cknna].long()).numpy(),
+                               rtol=1e-13, atol=1e-12)

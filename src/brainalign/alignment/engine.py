@@ -27,6 +27,17 @@ result does not depend on ``a``: it is chosen as each row's mean over a fixed sa
 of columns (:data:`CENTRE_SAMPLE`), which makes ``K~`` nearly centred and keeps the
 float32 products of the blocks free of cancellation.
 
+With a brain summary (:mod:`brainalign.alignment.summary`) the targets' lists, values and sums are read,
+not computed, and in a float32 job (no ridge, rsa_spearman or rsa_pearson) the sources are held
+compactly: each runs pass 1 alone as it is read (:func:`own_neighbours`: its float64 Gram matrix over
+the upper triangle where it fits, its exact lists and its Gram values at CKNNA's k), and is then kept
+as float32 z-scores, so pass 2 forms no Gram rows at all: every representation's squared distances
+come from one float32 product per kernel sub-block (:func:`kernel_rows`), CKNNA reads the stored
+values, the sources' inverted lists are held a quarter of the stimuli at a time
+(:class:`ChunkedInverse`), and the targets' rbf kernels are formed as ``L / c - 1`` (c their mean
+estimate; two passes, where forming and centring takes four), their centring applied to the products
+once at the end.
+
 Neighbours. Inner products are rounded to :data:`TIE_TOLERANCE` times the largest one,
 then ties go to the lowest index, with one exact float64 key per entry; a block's
 rows are first cut to their ``k + CANDIDATE_MARGIN`` largest raw inner products and
@@ -56,6 +67,7 @@ ACCUMULATE_BLOCK = 1 << 20  # float32 partial sums over at most 2^20 terms, then
 EPS_CKA = 1e-6
 MIN_GROUP_BYTES = 256 << 20  # the smallest group of sources' z-scores (see source_groups)
 KERNEL_BLOCK_BYTES = 256 << 20  # the distances of a kernel sub-block (see kernel_rows)
+INVERSE_CHUNKS = 4  # a compact job holds its sources' inverted lists for n / INVERSE_CHUNKS stimuli (ChunkedInverse)
 BIG = 32767  # the rank of a stimulus that is not among the neighbours (int16)
 
 
@@ -137,8 +149,41 @@ class Inverse:
         local = torch.repeat_interleave(torch.arange(r1 - r0, device=counts.device), counts)
         return local, self.rows[e0:e1].long(), self.ranks[e0:e1]
 
+    @classmethod
+    def of_range(cls, lists, lo: int, hi: int):
+        """The inverse of the stimuli j in [lo, hi) only (``block`` then takes rows relative to lo), its
+        entries in :meth:`of`'s order."""
+        import torch
+
+        k = lists.shape[1]
+        flat = lists.reshape(-1)
+        pos = ((flat >= lo) & (flat < hi)).nonzero().squeeze(1)
+        j = flat[pos].long() - lo
+        pos = pos[torch.argsort(j, stable=True)]
+        offsets = torch.zeros(hi - lo + 1, dtype=torch.int64, device=lists.device)
+        offsets[1:] = torch.cumsum(torch.bincount(j, minlength=hi - lo), 0)
+        return cls(offsets, (pos // k).to(lists.dtype), (pos % k).to(torch.int16))
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.offsets, self.rows, self.ranks))
+
+
+class ChunkedInverse:
+    """:class:`Inverse`'s ``block`` for row blocks visited in increasing order, from the inverse of one
+    range of at least ``rows`` stimuli at a time (rebuilt from the lists when a block leaves it): the
+    job holds ``rows / n`` of the inverse (:data:`INVERSE_CHUNKS`)."""
+
+    def __init__(self, lists, rows: int):
+        self.lists, self.rows = lists, rows
+        self.lo = self.hi = 0
+        self.inv = None
+
+    def block(self, r0: int, r1: int):
+        if self.inv is None or r0 < self.lo or r1 > self.hi:
+            self.inv = None  # (before the next one is built)
+            self.lo, self.hi = r0, min(self.lists.shape[0], r0 + max(self.rows, r1 - r0))
+            self.inv = Inverse.of_range(self.lists, self.lo, self.hi)
+        return self.inv.block(r0 - self.lo, r1 - self.lo)
 
 
 def dense_ranks(lists_block, n: int):
@@ -218,13 +263,16 @@ def prepare(x, device, single: bool = False) -> Rep:
     return Rep(z=z, sq=sq, scale=scale, constant=top == 0.0)
 
 
-def own_neighbours(rep: Rep, plan: Plan, n: int, b: int, clock: _Clock | None = None) -> None:
+def own_neighbours(rep: Rep, plan: Plan, n: int, b: int, clock: _Clock | None = None,
+                   max_bytes: int = 0) -> None:
     """Pass 1 of one source on its own, then its z-scores in float32 (a job reading a brain summary).
 
     The exact neighbour lists (k_max, from the float64 Gram rows, :func:`block_neighbours`) and the
     float64 Gram values at their first k_cknna are all that the neighbour metrics need of a source: its
     pass 2 then forms float32 distances for the kernel blocks only (:meth:`_CKA.distances_single`), and
-    the job holds 4 bytes a feature of it, not 8. ``b`` rows of Gram at a time."""
+    the job holds 4 bytes a feature of it, not 8. ``b`` rows of Gram at a time. Where its whole Gram
+    matrix (``8 n^2`` bytes) fits ``max_bytes``, it is formed over the upper triangle and mirrored (half
+    the products: every value is then the same in both places)."""
     import torch
 
     if plan.k_max:
@@ -232,12 +280,26 @@ def own_neighbours(rep: Rep, plan: Plan, n: int, b: int, clock: _Clock | None = 
         lists = torch.empty(n, plan.k_max, dtype=cdt, device=rep.z.device)
         vals = torch.empty(n, plan.k_cknna, dtype=torch.float64, device=rep.z.device) if plan.k_cknna else None
         gbuf = torch.empty(min(b, n), n, dtype=torch.float64, device=rep.z.device)
-        for r0 in range(0, n, b):
-            r1 = min(n, r0 + b)
-            g = gbuf[: r1 - r0]
-            torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+        whole = None
+        if 8 * n * n <= max_bytes:
+            whole = torch.empty(n, n, dtype=torch.float64, device=rep.z.device)
+            for r0 in range(0, n, b):
+                r1 = min(n, r0 + b)
+                g = _head(gbuf, r1 - r0, n - r0)
+                torch.mm(rep.z[r0:r1], rep.z[r0:].T, out=g)
+                whole[r0:r1, r0:] = g
+                whole[r1:, r0:r1] = g[:, r1 - r0 :].T
             if clock:
                 clock.lap("gram")
+        for r0 in range(0, n, b):
+            r1 = min(n, r0 + b)
+            if whole is not None:
+                g = whole[r0:r1]
+            else:
+                g = gbuf[: r1 - r0]
+                torch.mm(rep.z[r0:r1], rep.z.T, out=g)
+                if clock:
+                    clock.lap("gram")
             idx = block_neighbours(g, r0, plan.k_max, rep.scale, shift)  # (overwrites the diagonal only)
             if vals is not None:
                 vals[r0:r1] = g.gather(1, idx[:, : plan.k_cknna])
@@ -245,7 +307,7 @@ def own_neighbours(rep: Rep, plan: Plan, n: int, b: int, clock: _Clock | None = 
             if clock:
                 clock.lap("neighbours")
         rep.lists, rep.vals = lists, vals
-        del gbuf
+        del gbuf, whole
     rep.z = rep.z.float()
 
 
@@ -343,10 +405,11 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
     idx = 2 if n <= 32767 else 4
     n_sig = len(plan.kernels)
     fixed = 0
-    if plan.k_max:
+    if plan.k_max and compact:  # source lists, Gram values at their CKNNA lists, inverse of a chunk (or block)
+        chunk = -(-n // INVERSE_CHUNKS)
+        fixed += S * n * plan.k_max * idx + S * n * plan.k_cknna * 8 + S * chunk * plan.k_max * (idx + 2)
+    elif plan.k_max:
         fixed += S * n * plan.k_max * (2 * idx + 2) + S * (n + 1) * 8  # source lists + inverse
-        if summary:  # the sources' Gram values at their CKNNA lists (own_neighbours)
-            fixed += S * n * plan.k_cknna * 8
     if plan.k_cknna:
         fixed += T * n * plan.k_cknna * ((idx + 2) if summary else (2 * idx + 2)) + T * (n + 1) * 8
     fixed += (S + T) * n_sig * n * (8 + itemsize)  # row sums (float64) and centring estimates
@@ -365,6 +428,8 @@ def memory_plan(n: int, S: int, T: int, plan: Plan, itemsize: int, summary: bool
         fixed += 2 * _CKA.STACK_BYTES + (S + T) * n * itemsize
     if plan.mutual:  # the ranks gathered at the targets' lists (int16) and their comparisons
         per_row += T * plan.k_max * 4
+    if plan.k_max and compact:  # (an inverse chunk grows to the block when the block is larger)
+        per_row += S * plan.k_max * (idx + 2)
     if plan.k_max:
         # target lists (int64), two int16 gathers and two int16 scratch per (target, rank), dense ranks
         per_row += T * plan.k_max * (8 + 8 + 8) + 4 * n * 2
@@ -432,7 +497,7 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
             src.append(prepare(sources[i]() if callable(sources[i]) else sources[i], device))
             if compact:
                 clock.lap("z-score")
-                own_neighbours(src[-1], plan, n, b, clock)
+                own_neighbours(src[-1], plan, n, b, clock, max_bytes=work_bytes // 2)
                 progress.step()
             release_memory()
         part = _score(src, tgt, plan, n, device, work_bytes, store, st, clock, encoding, voxel_ceilings, brain)
@@ -580,7 +645,9 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
                     clock.lap("neighbours")
             release_memory()
             progress.step()
-    if plan.k_max:
+    if plan.k_max and compact:  # the sources' inverses a quarter of the stimuli at a time
+        src_inv = [ChunkedInverse(x, -(-n // INVERSE_CHUNKS)) for x in src_lists]
+    elif plan.k_max:
         src_inv = []
         tgt_inv = [] if brain is None else tgt_inv
         for lists, inv in ((src_lists, src_inv), (tgt_lists if brain is None else [], tgt_inv)):
@@ -604,10 +671,6 @@ def _plane(src: list[Rep], tgt: list[Rep], plan: Plan, n: int, device, max_bytes
         for t, rep in enumerate(tgt):
             if compact or (brain is not None and not cka):
                 break  # nothing of the targets' Gram rows is needed (compact: their distances, below)
-            if brain is not None and single and not cka.rsa:
-                cka.distances_single(S + t, rep, r0, r1)
-                clock.lap("gram")  # (a matrix product, with the norms added in)
-                continue
             if brain is not None:  # for the kernel blocks only: the columns from r0 on
                 gt = _head(g, bb, n - r0)
                 if single:
@@ -803,9 +866,9 @@ class _CKA:
         self._d2(b, w)[r].copy_(tmp)
 
     def distances_single(self, r: int, rep: Rep, r0: int, r1: int) -> None:
-        """:meth:`distances` of a float32 representation (a target whose lists come from a brain summary,
-        which feeds the kernel blocks only), in float32 from its z-scores: one matrix product that adds
-        the columns' squared norms, then the rows'. (No float64 Gram rows, and no pass to convert them.)"""
+        """:meth:`distances` of a float32 representation (in a job whose sources ran :func:`own_neighbours`,
+        every one), in float32 from its z-scores: one matrix product that adds the columns' squared norms,
+        then the rows'. (No float64 Gram rows, and no pass to convert them.)"""
         import torch
 
         b, w = r1 - r0, self.n - r0
@@ -824,11 +887,12 @@ class _CKA:
 
         own = self.own
         if kind == "rbf" and own < len(k):
-            # the summary's targets (no sums of theirs to form): L / o - 1 = expm1(-d2 / (2 sigma^2) - log o), o
-            # their kernel's mean estimate c: two passes where forming and centring L takes four; the
-            # products are brought back to L~'s at the end (scores)
+            # the summary's targets (no sums of theirs to form): L / o - 1 = exp(-d2 / (2 sigma^2) - log o) - 1,
+            # o their kernel's mean estimate c (values about 0, as centred ones), where centring L takes a
+            # row and a column pass; the products are brought back to L~'s at the end (scores). (torch's
+            # expm1 is not vectorised on the CPU: 3x exp's time.)
             torch.add(self.log_off[i], d2[own:], alpha=-1.0 / (2.0 * sigma * sigma), out=k[own:])
-            k[own:].expm1_()
+            k[own:].exp_().sub_(1.0)
             if own:
                 torch.mul(d2[:own], -1.0 / (2.0 * sigma * sigma), out=k[:own])
                 k[:own].exp_()

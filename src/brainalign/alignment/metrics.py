@@ -251,12 +251,13 @@ def score_matrices(
     ``rsa_pearson`` (which read the sources' float64 z-scores or Gram rows), each source runs its
     neighbour pass alone as it is loaded (its float64 z-scores held for it alone,
     :func:`brainalign.alignment.engine.own_neighbours`) and is then held as float32 z-scores (``4 n d_i``)
-    beside its lists, their inverses and its float64 Gram values at its first c neighbours
-    (``(2i + 2) n k + 8 n c``): no Gram rows are formed after that, a block row costs the neighbour
-    gathers only, and the kernels' distances are formed for sub-blocks of at most 256 MB
-    (:data:`brainalign.alignment.engine.KERNEL_BLOCK_BYTES`, held whatever the block). Paper size, 3 models
-    (36 layers of 768) a job under a 2.25 GiB budget: z-scores 0.98 GB of sources + 1.28 GB of ROIs,
-    fixed 1.96 GB, 2.8 MB a row (blocks of 162 rows), peak RSS 5.7 GB measured.
+    beside its lists and its float64 Gram values at its first c neighbours (``i n k + 8 n c``), their
+    inverses held for a quarter of the stimuli at a time (``(i + 2) n k / 4``): no Gram rows are formed
+    after that, a block row costs the neighbour gathers only, and the kernels' distances are formed for
+    sub-blocks of at most 256 MB (:data:`brainalign.alignment.engine.KERNEL_BLOCK_BYTES`, held whatever the
+    block). Paper size, 3 models (36 layers of 768) a job under a 2.25 GiB budget: z-scores 0.98 GB of
+    sources + 1.28 GB of ROIs, fixed 1.57 GB, 2.9 MB a row (blocks of 294 rows), peak RSS 5.44 GB
+    measured.
 
     Depth: when the sources' z-scores (``8 n sum(d_i)``, or ``4 n sum(d_i)`` held in float32 as above)
     exceed both half the budget and
