@@ -35,7 +35,7 @@ as float32 z-scores, so pass 2 forms no Gram rows at all: every representation's
 come from one float32 product per kernel sub-block (:func:`kernel_rows`), CKNNA reads the stored
 values, the sources' inverted lists are held a quarter of the stimuli at a time
 (:class:`ChunkedInverse`), and the targets' rbf kernels are formed as ``L / c - 1`` (c their mean
-estimate; two passes, where forming and centring takes four), their centring applied to the products
+estimate; three passes, where forming and centring takes four), their centring applied to the products
 once at the end.
 
 Neighbours. Inner products are rounded to :data:`TIE_TOLERANCE` times the largest one,
@@ -131,14 +131,7 @@ class Inverse:
 
     @classmethod
     def of(cls, lists):
-        import torch
-
-        n, k = lists.shape
-        j = lists.reshape(-1).long()
-        order = torch.argsort(j, stable=True)
-        offsets = torch.zeros(n + 1, dtype=torch.int64, device=lists.device)
-        offsets[1:] = torch.cumsum(torch.bincount(j, minlength=n), 0)
-        return cls(offsets, (order // k).to(lists.dtype), (order % k).to(torch.int16))
+        return cls.of_range(lists, 0, lists.shape[0])
 
     def block(self, r0: int, r1: int):
         """Entries of stimuli j in [r0, r1): (j - r0, i, rank of j in i's list), int64 / int16."""
@@ -151,8 +144,8 @@ class Inverse:
 
     @classmethod
     def of_range(cls, lists, lo: int, hi: int):
-        """The inverse of the stimuli j in [lo, hi) only (``block`` then takes rows relative to lo), its
-        entries in :meth:`of`'s order."""
+        """The inverse of the stimuli j in [lo, hi) only (``block`` then takes rows relative to lo): j by j,
+        and for each j its entries in list order (row i, then rank)."""
         import torch
 
         k = lists.shape[1]
@@ -480,8 +473,9 @@ def run(sources: Sequence, targets: Sequence, specs, device, max_bytes: int | No
     n = tgt[0].z.shape[0]
     if brain is not None:
         brain.check(plan, n, [r.z for r in tgt])
-    compact = held_itemsize(plan, brain, dtype) == 4
-    groups, work_bytes = source_groups([_width(x) for x in sources], n, max_bytes, itemsize=4 if compact else 8)
+    itemsize = held_itemsize(plan, brain, dtype)
+    compact = itemsize == 4
+    groups, work_bytes = source_groups([_width(x) for x in sources], n, max_bytes, itemsize=itemsize)
     st.source_groups = len(groups)
     if len(groups) > 1:
         log.info("%d source representations in %d groups of at most %.2f GB of z-scores (budget %.2f GB): "

@@ -212,7 +212,7 @@ def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: in
     (:mod:`brainalign.alignment.summary`): each layer's float64 Gram rows once (its pass 1, alone), then
     every representation's float32 distances over the triangle in one product each (for the kernel
     blocks; :func:`brainalign.alignment.engine.own_neighbours`), no top-k of the ROIs, and the ROIs' rbf
-    kernels in two passes (no sums of theirs). With ``layers = 0`` and ``summary``: the summary job itself
+    kernels in three passes (no sums of theirs). With ``layers = 0`` and ``summary``: the summary job itself
     (the ROIs' side alone, both passes, kernels' sums).
     """
     S, T, n2 = layers, rois, float(n) * n
@@ -230,7 +230,7 @@ def job_counts(n: int, layers: int, dim: int, rois: int, voxels: int, sigmas: in
             "fp32 inner products": (2 * half * (S * dim + T * voxels), 0.0, "fp32"),
             "neighbours": (0.0, n2 * 8 * S, "fp64"),
             "distances": (0.0, half * 16 * (S + T), "fp32"),
-            "exp": (0.0, half * (32 * S + 16 * T) * sigmas, "fp32"),
+            "exp": (0.0, half * (32 * S + 24 * T) * sigmas, "fp32"),
             "products": (2 * half * S * T * sigmas, 0.0, "fp32"),
             "neighbour metrics": (0.0, S * T * n * (k * 6 + kc * 3 * 24), "int"),
         }
